@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every Debian package loopserve needs to build, test and benchmark.
+# Idempotent and non-interactive; run as root (or with sudo available).
+set -euo pipefail
+
+SUDO=""
+if [[ "$(id -u)" -ne 0 ]]; then SUDO="sudo"; fi
+
+PACKAGES=(
+  # build
+  cmake ninja-build g++ pkg-config git
+  # libraries
+  libabsl-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # reference, fixtures and the PyTorch side of the benchmarks
+  python3 python3-numpy
+)
+if [[ "${LOOPSERVE_WITH_TORCH:-0}" == "1" ]]; then PACKAGES+=(python3-torch); fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "setup: all packages present"
+fi

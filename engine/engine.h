@@ -1,0 +1,80 @@
+// The engine: one loaded model, its KV pool and thread pool, the sequences
+// in flight and the step loop that schedules, runs the looped forward with
+// early exit and samples. Transport-free: the CLI and the server drive it.
+// Not thread-safe: one thread drives Step().
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/kv_cache.h"
+#include "engine/looped_forward.h"
+#include "engine/request.h"
+#include "engine/scheduler.h"
+#include "engine/sequence.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace loopserve {
+
+struct EngineOptions {
+  int num_threads = 0;  // 0 = hardware concurrency
+  int block_size = 16;
+  int64_t kv_cache_bytes = int64_t{256} << 20;
+  SchedulerOptions scheduler;
+};
+
+// Teacher-forced full-depth scoring of a token sequence.
+struct ScoreResult {
+  int num_loops = 0;
+  int64_t num_tokens = 0;
+  int64_t vocab_size = 0;
+  ForwardTrace trace;  // hidden, per-loop logits z_t, router choices
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<const LoadedModel> model,
+                                                        const EngineOptions& options);
+
+  // Validates and queues a request; returns its id.
+  absl::StatusOr<int64_t> Add(GenerationRequest request);
+  // Finishes a sequence with kCancelled at the next step; false if unknown.
+  bool Cancel(int64_t id);
+  bool HasWork() const { return !sequences_.empty(); }
+  // One step: schedules, runs, samples. Returns the sequences that advanced.
+  absl::StatusOr<std::vector<SequenceUpdate>> Step();
+
+  // Runs the requests to completion (CLI, tests, benchmarks).
+  absl::StatusOr<std::vector<GenerationResult>> Generate(std::vector<GenerationRequest> requests);
+  // Per-loop exit-head logits of every position at full depth.
+  absl::StatusOr<ScoreResult> Score(const std::vector<int32_t>& ids);
+
+  const ModelConfig& config() const { return model_->config; }
+  const LoadedModel& model() const { return *model_; }
+  const KvCache& kv_cache() const { return *kv_; }
+  const Scheduler& scheduler() const { return *scheduler_; }
+  ThreadPool& thread_pool() { return *pool_; }
+
+ private:
+  Engine(std::shared_ptr<const LoadedModel> model, const EngineOptions& options,
+         std::unique_ptr<KvCache> kv);
+  absl::Status ValidateRequest(const GenerationRequest& request) const;
+  void Finish(Sequence& seq, FinishReason reason);
+  void AccountToken(Sequence& seq, const TokenResult& r, bool full_depth);
+  bool AppendSample(Sequence& seq, const float* logits, int exit_loop, SequenceUpdate& update);
+
+  std::shared_ptr<const LoadedModel> model_;
+  EngineOptions options_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<LoopedForward> forward_;
+  std::map<int64_t, std::unique_ptr<Sequence>> sequences_;
+  std::vector<int64_t> cancelled_;
+  int64_t next_id_ = 1;
+};
+
+}  // namespace loopserve

@@ -1,0 +1,77 @@
+// The FFN half of a layer (MODEL_SPEC "SwiGLU" and "MoE(x)"): dense SwiGLU,
+// or routed experts run on the rows grouped per expert plus shared experts.
+#include <cstring>
+
+#include "engine/layer_forward.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/linear.h"
+#include "kernels/cpu/moe_routing.h"
+
+namespace loopserve {
+namespace {
+
+// x (n, D) -> out (n, D) = down(silu(gate x) * up x), using a and b (n, I).
+void SwiGlu(const SwiGluWeights& w, const float* x, int64_t n, float* a, float* b, float* out,
+            ThreadPool* pool) {
+  const int64_t width = w.gate.rows;
+  Linear(x, n, w.gate, a, pool);
+  Linear(x, n, w.up, b, pool);
+  SiluMul(a, b, n, width, a);
+  Linear(a, n, w.down, out, pool);
+}
+
+}  // namespace
+
+void LayerForward::Ffn(const LayerWeights& w, const float* x, int64_t n, float* out,
+                       std::vector<int32_t>* router_trace) {
+  const int64_t d_model = config_.hidden_size;
+  if (w.ffn == FfnKind::kDense) {
+    const int64_t width = config_.intermediate_size;
+    SwiGlu(w.dense, x, n, ffn_a_.Get(n * width), ffn_b_.Get(n * width), out, pool_);
+    return;
+  }
+  const int num_experts = config_.num_experts;
+  const int k = config_.num_experts_per_tok;
+  const int64_t width = config_.moe_intermediate_size;
+
+  float* logits = router_logits_.Get(n * num_experts);
+  Linear(x, n, w.moe.router, logits, pool_);
+  expert_ids_.resize(static_cast<size_t>(n * k));
+  expert_weights_.resize(static_cast<size_t>(n * k));
+  RouteTopK(logits, n, num_experts, k,
+            config_.router_score == RouterScore::kSoftmax ? RouterScoreKind::kSoftmax
+                                                          : RouterScoreKind::kSigmoid,
+            config_.norm_topk_prob, static_cast<float>(config_.routed_scaling_factor),
+            expert_ids_.data(), expert_weights_.data());
+  if (router_trace != nullptr) router_trace->assign(expert_ids_.begin(), expert_ids_.end());
+
+  std::memset(out, 0, sizeof(float) * n * d_model);
+  const ExpertGroups groups = GroupByExpert(expert_ids_.data(), n, k, num_experts);
+  float* gathered = gathered_.Get(n * d_model);
+  float* expert_out = expert_out_.Get(n * d_model);
+  float* a = ffn_a_.Get(n * width);
+  float* b = ffn_b_.Get(n * width);
+  for (int e = 0; e < num_experts; ++e) {
+    const int32_t begin = groups.offsets[e];
+    const int32_t count = groups.offsets[e + 1] - begin;
+    if (count == 0) continue;
+    for (int32_t r = 0; r < count; ++r) {
+      std::memcpy(gathered + int64_t{r} * d_model, x + int64_t{groups.token[begin + r]} * d_model,
+                  sizeof(float) * d_model);
+    }
+    SwiGlu(w.moe.experts[e], gathered, count, a, b, expert_out, pool_);
+    for (int32_t r = 0; r < count; ++r) {
+      const int64_t token = groups.token[begin + r];
+      const float weight = expert_weights_[token * k + groups.slot[begin + r]];
+      const float* src = expert_out + int64_t{r} * d_model;
+      float* dst = out + token * d_model;
+      for (int64_t j = 0; j < d_model; ++j) dst[j] += weight * src[j];
+    }
+  }
+  for (const SwiGluWeights& shared : w.moe.shared) {
+    SwiGlu(shared, x, n, a, b, expert_out, pool_);
+    for (int64_t i = 0; i < n * d_model; ++i) out[i] += expert_out[i];
+  }
+}
+
+}  // namespace loopserve

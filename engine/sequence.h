@@ -1,0 +1,40 @@
+// The engine's state of one request: its tokens so far, how many have K/V
+// in the pool, which of them run full depth, its sampler and its usage.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/request.h"
+#include "engine/sampler.h"
+
+namespace loopserve {
+
+struct Sequence {
+  Sequence(int64_t id, GenerationRequest req)
+      : id(id), request(std::move(req)), sampler(request.sampling) {
+    tokens = request.prompt;
+    full_depth_end = static_cast<int64_t>(tokens.size());
+    usage.prompt_tokens = static_cast<int64_t>(tokens.size());
+  }
+
+  int64_t id;
+  GenerationRequest request;
+  Sampler sampler;
+  std::vector<int32_t> tokens;  // prompt, then generated ids
+  int64_t num_computed = 0;     // tokens whose K/V are in the pool
+  // Positions below this run full depth (the prompt; after a preemption, all
+  // tokens recomputed). Later positions run under the exit policy.
+  int64_t full_depth_end = 0;
+  std::vector<GeneratedToken> generated;
+  Usage usage;
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+
+  int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
+  // Tokens still to run before the next sample.
+  int64_t pending() const { return num_tokens() - num_computed; }
+  bool decoding() const { return num_computed >= full_depth_end && pending() == 1; }
+};
+
+}  // namespace loopserve

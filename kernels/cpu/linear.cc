@@ -1,0 +1,134 @@
+// Linear: picks the decode or prefill tiling, splits the work over the
+// pool, and dispatches to the AVX2 tiles or the portable scalar loop.
+#include "kernels/cpu/linear.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/cpu/linear_avx2.h"
+#include "kernels/cpu/thread_pool.h"
+#include "kernels/cpu/widen.h"
+
+namespace loopserve {
+namespace {
+
+// Up to this many x rows, streaming each weight row once (decode tiling)
+// beats packing W: the packed GEMM pays the widening + transpose per panel
+// and only amortises it over many rows. Measured in bench/kernels_bench.cc.
+constexpr int64_t kDecodeMaxRows = 32;
+
+// Below this many multiply-adds a chunk is not worth waking a worker for.
+constexpr int64_t kMinMacsPerChunk = 1 << 15;
+
+bool CpuHasAvx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c");
+  return has;
+#else
+  return false;
+#endif
+}
+
+void RunParallel(ThreadPool* pool, int64_t n, int64_t min_chunk,
+                 const std::function<void(int64_t, int64_t)>& fn) {
+  if (pool == nullptr || pool->num_threads() == 1) {
+    fn(0, n);
+  } else {
+    pool->ParallelFor(n, min_chunk, fn);
+  }
+}
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Portable path: W rows [n_begin, n_end) widened one at a time into a
+// scratch row, then dotted with each x row (4 partial sums for ILP).
+void ScalarRows(const float* x, int64_t m, const MatrixView& w, float* y, int64_t n_begin,
+                int64_t n_end) {
+  const int64_t k_total = w.cols;
+  std::vector<float> row(static_cast<size_t>(k_total));
+  const char* base = static_cast<const char*>(w.data);
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    WidenRow(base + n * k_total * DTypeSize(w.dtype), w.dtype, k_total, row.data());
+    for (int64_t i = 0; i < m; ++i) {
+      const float* xi = x + i * k_total;
+      float s[4] = {0, 0, 0, 0};
+      int64_t k = 0;
+      for (; k + 4 <= k_total; k += 4) {
+        for (int j = 0; j < 4; ++j) s[j] += row[k + j] * xi[k + j];
+      }
+      for (; k < k_total; ++k) s[0] += row[k] * xi[k];
+      y[i * w.rows + n] = (s[0] + s[1]) + (s[2] + s[3]);
+    }
+  }
+}
+
+void LinearImpl(const float* x, int64_t m, const MatrixView& w, float* y, ThreadPool* pool,
+                bool allow_simd) {
+  const int64_t n_total = w.rows, k_total = w.cols;
+  if (m <= 0 || n_total <= 0) return;
+  if (k_total == 0) {
+    std::fill(y, y + m * n_total, 0.0f);
+    return;
+  }
+  const int64_t macs_per_row = std::max<int64_t>(1, m * k_total);  // per output column
+  const int64_t min_cols = CeilDiv(kMinMacsPerChunk, macs_per_row);
+
+  if (!allow_simd || !CpuHasAvx2()) {
+    RunParallel(pool, n_total, min_cols,
+                [&](int64_t b, int64_t e) { ScalarRows(x, m, w, y, b, e); });
+    return;
+  }
+  if (m <= kDecodeMaxRows) {
+    // Split N in multiples of 4 rows so every chunk keeps the 4-row tile.
+    RunParallel(pool, CeilDiv(n_total, 4), CeilDiv(min_cols, 4), [&](int64_t b, int64_t e) {
+      internal::LinearDecodeAvx2(x, m, w, y, b * 4, std::min(n_total, e * 4));
+    });
+    return;
+  }
+  const int threads = pool == nullptr ? 1 : pool->num_threads();
+  const int64_t panels = CeilDiv(n_total, internal::kGemmPanelCols);
+  if (panels >= 2 * threads) {
+    // Enough columns: each thread packs only its own panels of W.
+    RunParallel(pool, panels, CeilDiv(min_cols, internal::kGemmPanelCols),
+                [&](int64_t b, int64_t e) {
+                  internal::LinearGemmAvx2(x, w, y, 0, m,
+                                           b * internal::kGemmPanelCols,
+                                           std::min(n_total, e * internal::kGemmPanelCols));
+                });
+  } else {
+    // Narrow W (router, exit gate): split the x rows instead.
+    const int64_t tiles = CeilDiv(m, internal::kGemmTileRows);
+    const int64_t min_tiles = CeilDiv(kMinMacsPerChunk, internal::kGemmTileRows * k_total * n_total);
+    RunParallel(pool, tiles, min_tiles, [&](int64_t b, int64_t e) {
+      internal::LinearGemmAvx2(x, w, y, b * internal::kGemmTileRows,
+                               std::min(m, e * internal::kGemmTileRows), 0, n_total);
+    });
+  }
+}
+
+}  // namespace
+
+void Linear(const float* x, int64_t m, const MatrixView& w, float* y, ThreadPool* pool) {
+  LinearImpl(x, m, w, y, pool, /*allow_simd=*/true);
+}
+
+void LinearPortable(const float* x, int64_t m, const MatrixView& w, float* y, ThreadPool* pool) {
+  LinearImpl(x, m, w, y, pool, /*allow_simd=*/false);
+}
+
+void LinearReference(const float* x, int64_t m, const MatrixView& w, float* y) {
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t n = 0; n < w.rows; ++n) {
+      double s = 0;
+      for (int64_t k = 0; k < w.cols; ++k) {
+        s += static_cast<double>(WidenAt(w.data, w.dtype, n * w.cols + k)) * x[i * w.cols + k];
+      }
+      y[i * w.rows + n] = static_cast<float>(s);
+    }
+  }
+}
+
+bool LinearUsesAvx2() { return CpuHasAvx2(); }
+
+}  // namespace loopserve

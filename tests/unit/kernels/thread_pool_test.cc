@@ -1,0 +1,75 @@
+// ThreadPool: every index covered exactly once, chunks respect min_chunk,
+// and back-to-back jobs (the per-layer pattern) never mix.
+#include "kernels/cpu/thread_pool.h"
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace loopserve {
+namespace {
+
+TEST(ThreadPoolTest, CoversEveryIndexExactlyOnce) {
+  for (int threads : {1, 2, 3, 8}) {
+    ThreadPool pool(threads);
+    EXPECT_EQ(pool.num_threads(), threads);
+    for (int64_t n : {0, 1, 2, 7, 64, 1000, 4097}) {
+      for (int64_t min_chunk : {1, 3, 100}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::mutex mu;
+        std::vector<std::pair<int64_t, int64_t>> chunks;
+        pool.ParallelFor(n, min_chunk, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+          std::lock_guard<std::mutex> lock(mu);
+          chunks.emplace_back(b, e);
+        });
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(hits[i].load(), 1) << "threads " << threads << " n " << n << " i " << i;
+        }
+        EXPECT_LE(static_cast<int>(chunks.size()), threads);
+        if (chunks.size() > 1) {
+          for (const auto& [b, e] : chunks) EXPECT_GE(e - b, min_chunk);
+        }
+      }
+    }
+  }
+}
+
+TEST(ThreadPoolTest, ManyBackToBackJobs) {
+  ThreadPool pool(4);
+  std::vector<int64_t> data(257, 0);
+  for (int job = 0; job < 3000; ++job) {
+    pool.ParallelFor(static_cast<int64_t>(data.size()), 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) data[i] += i + job;
+    });
+  }
+  for (int64_t i = 0; i < static_cast<int64_t>(data.size()); ++i) {
+    EXPECT_EQ(data[i], 3000 * i + 2999 * 3000 / 2);
+  }
+}
+
+// Workers fall asleep between widely spaced jobs; waking must not lose a job.
+TEST(ThreadPoolTest, WakesSleepingWorkers) {
+  ThreadPool pool(3);
+  for (int job = 0; job < 5; ++job) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::atomic<int64_t> sum{0};
+    pool.ParallelFor(300, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) sum += i;
+    });
+    EXPECT_EQ(sum.load(), 299 * 300 / 2);
+  }
+}
+
+TEST(ThreadPoolTest, ZeroMeansDefaultThreads) {
+  ThreadPool pool(0);
+  EXPECT_EQ(pool.num_threads(), ThreadPool::DefaultThreads());
+}
+
+}  // namespace
+}  // namespace loopserve
