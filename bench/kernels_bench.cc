@@ -43,11 +43,11 @@ void BM_Linear(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   const double iters = static_cast<double>(state.iterations());
-  state.counters["weight_B/s"] = benchmark::Counter(
-      iters * static_cast<double>(wbytes.size()), benchmark::Counter::kIsRate,
-      benchmark::Counter::kIs1024);
-  state.counters["FLOP/s"] = benchmark::Counter(
-      iters * 2.0 * static_cast<double>(m * n_out * k_in), benchmark::Counter::kIsRate);
+  state.counters["weight_B/s"] =
+      benchmark::Counter(iters * static_cast<double>(wbytes.size()), benchmark::Counter::kIsRate,
+                         benchmark::Counter::kIs1024);
+  state.counters["FLOP/s"] = benchmark::Counter(iters * 2.0 * static_cast<double>(m * n_out * k_in),
+                                                benchmark::Counter::kIsRate);
   state.SetLabel(std::string(dtype == DType::kF32 ? "f32" : "bf16") +
                  (LinearUsesAvx2() ? " avx2" : " scalar"));
 }
@@ -85,15 +85,16 @@ void BM_PagedAttentionDecode(benchmark::State& state) {
   std::vector<std::vector<int32_t>> tables(static_cast<size_t>(n));
   std::vector<const int32_t*> table_ptrs;
   for (int64_t s = 0; s < n; ++s) {
-    for (int64_t b = 0; b < blocks_per_seq; ++b) tables[s].push_back(static_cast<int32_t>(b * n + s));
+    for (int64_t b = 0; b < blocks_per_seq; ++b)
+      tables[s].push_back(static_cast<int32_t>(b * n + s));
     table_ptrs.push_back(tables[s].data());
   }
   std::vector<int32_t> positions(static_cast<size_t>(n), static_cast<int32_t>(ctx - 1));
   std::vector<float> q(static_cast<size_t>(n * 16 * 128), 0.02f), out(q.size());
   ThreadPool pool(static_cast<int>(state.range(2)));
   for (auto _ : state) {
-    PagedAttention(kv, 0, shape, q.data(), n, positions.data(), table_ptrs.data(), nullptr,
-                   nullptr, out.data(), &pool);
+    PagedAttention(kv, 0, shape, q.data(), n, positions.data(), table_ptrs.data(), nullptr, nullptr,
+                   out.data(), &pool);
     benchmark::DoNotOptimize(out.data());
   }
   state.counters["kv_B/s"] = benchmark::Counter(

@@ -10,12 +10,12 @@
 #include <optional>
 #include <sstream>
 
-#include "absl/base/internal/raw_logging.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "kernels/common/check.h"
 #include "nlohmann/json.hpp"
 
 namespace loopserve {
@@ -269,12 +269,13 @@ FfnKind ModelConfig::Ffn(ModelPart part) const {
 }
 
 int ModelConfig::LayerInstance(ModelPart part, int layer, int loop) const {
-  ABSL_RAW_CHECK(layer >= 0 && layer < NumLayers(part), "layer index out of range");
+  LOOPSERVE_CHECK(layer >= 0 && layer < NumLayers(part))
+      << ModelPartName(part) << " layer " << layer << " of " << NumLayers(part);
   switch (part) {
     case ModelPart::kPrelude:
       return layer;
     case ModelPart::kRecurrent:
-      ABSL_RAW_CHECK(loop >= 0 && loop < num_loops, "loop index out of range");
+      LOOPSERVE_CHECK(loop >= 0 && loop < num_loops) << "loop " << loop << " of " << num_loops;
       return num_prelude_layers + loop * num_recurrent_layers + layer;
     case ModelPart::kCoda:
       return num_prelude_layers + num_recurrent_layers * num_loops + layer;

@@ -21,8 +21,7 @@ void EmbeddingLookup(const MatrixView& table, const int32_t* ids, int64_t n, flo
 }
 
 // x (n, dim) -> out (n, dim)
-void RmsNorm(const float* x, int64_t n, int64_t dim, const VectorView& w, float eps,
-             float* out) {
+void RmsNorm(const float* x, int64_t n, int64_t dim, const VectorView& w, float eps, float* out) {
   std::vector<float> weight(static_cast<size_t>(dim));
   WidenRow(w.data, w.dtype, dim, weight.data());
   for (int64_t i = 0; i < n; ++i) {

@@ -92,14 +92,14 @@ void LinearImpl(const float* x, int64_t m, const MatrixView& w, float* y, Thread
     // Enough columns: each thread packs only its own panels of W.
     RunParallel(pool, panels, CeilDiv(min_cols, internal::kGemmPanelCols),
                 [&](int64_t b, int64_t e) {
-                  internal::LinearGemmAvx2(x, w, y, 0, m,
-                                           b * internal::kGemmPanelCols,
+                  internal::LinearGemmAvx2(x, w, y, 0, m, b * internal::kGemmPanelCols,
                                            std::min(n_total, e * internal::kGemmPanelCols));
                 });
   } else {
     // Narrow W (router, exit gate): split the x rows instead.
     const int64_t tiles = CeilDiv(m, internal::kGemmTileRows);
-    const int64_t min_tiles = CeilDiv(kMinMacsPerChunk, internal::kGemmTileRows * k_total * n_total);
+    const int64_t min_tiles =
+        CeilDiv(kMinMacsPerChunk, internal::kGemmTileRows * k_total * n_total);
     RunParallel(pool, tiles, min_tiles, [&](int64_t b, int64_t e) {
       internal::LinearGemmAvx2(x, w, y, b * internal::kGemmTileRows,
                                std::min(m, e * internal::kGemmTileRows), 0, n_total);

@@ -139,8 +139,8 @@ LOOPSERVE_AVX2_INLINE void Transpose8x8(__m256 r[8]) {
 // W rows [n, n+16) ∩ [.., n_end), cols [k0, k0+kc) -> packed (kc, 16) f32,
 // rows past n_end zero so the micro-kernel needs no column tail.
 template <DType T>
-LOOPSERVE_AVX2 void PackPanel(const MatrixView& w, int64_t n, int64_t n_end, int64_t k0,
-                              int64_t kc, float* packed) {
+LOOPSERVE_AVX2 void PackPanel(const MatrixView& w, int64_t n, int64_t n_end, int64_t k0, int64_t kc,
+                              float* packed) {
   const int64_t k_total = w.cols;
   const int64_t valid = std::min(kNr, n_end - n);
   int64_t k = 0;
@@ -208,12 +208,18 @@ LOOPSERVE_AVX2 void MicroKernelRows(int64_t rows, const float* x, int64_t ldx, c
                                     int64_t kc, float* y, int64_t ldy, int64_t cols,
                                     bool accumulate) {
   switch (rows) {
-    case 6: return MicroKernel<6>(x, ldx, packed, kc, y, ldy, cols, accumulate);
-    case 5: return MicroKernel<5>(x, ldx, packed, kc, y, ldy, cols, accumulate);
-    case 4: return MicroKernel<4>(x, ldx, packed, kc, y, ldy, cols, accumulate);
-    case 3: return MicroKernel<3>(x, ldx, packed, kc, y, ldy, cols, accumulate);
-    case 2: return MicroKernel<2>(x, ldx, packed, kc, y, ldy, cols, accumulate);
-    default: return MicroKernel<1>(x, ldx, packed, kc, y, ldy, cols, accumulate);
+    case 6:
+      return MicroKernel<6>(x, ldx, packed, kc, y, ldy, cols, accumulate);
+    case 5:
+      return MicroKernel<5>(x, ldx, packed, kc, y, ldy, cols, accumulate);
+    case 4:
+      return MicroKernel<4>(x, ldx, packed, kc, y, ldy, cols, accumulate);
+    case 3:
+      return MicroKernel<3>(x, ldx, packed, kc, y, ldy, cols, accumulate);
+    case 2:
+      return MicroKernel<2>(x, ldx, packed, kc, y, ldy, cols, accumulate);
+    default:
+      return MicroKernel<1>(x, ldx, packed, kc, y, ldy, cols, accumulate);
   }
 }
 
@@ -247,18 +253,24 @@ LOOPSERVE_AVX2 void Gemm(const float* x, const MatrixView& w, float* y, int64_t 
 void LinearDecodeAvx2(const float* x, int64_t m, const MatrixView& w, float* y, int64_t n_begin,
                       int64_t n_end) {
   switch (w.dtype) {
-    case DType::kF32: return Decode<DType::kF32>(x, m, w, y, n_begin, n_end);
-    case DType::kF16: return Decode<DType::kF16>(x, m, w, y, n_begin, n_end);
-    case DType::kBF16: return Decode<DType::kBF16>(x, m, w, y, n_begin, n_end);
+    case DType::kF32:
+      return Decode<DType::kF32>(x, m, w, y, n_begin, n_end);
+    case DType::kF16:
+      return Decode<DType::kF16>(x, m, w, y, n_begin, n_end);
+    case DType::kBF16:
+      return Decode<DType::kBF16>(x, m, w, y, n_begin, n_end);
   }
 }
 
-void LinearGemmAvx2(const float* x, const MatrixView& w, float* y, int64_t m_begin,
-                    int64_t m_end, int64_t n_begin, int64_t n_end) {
+void LinearGemmAvx2(const float* x, const MatrixView& w, float* y, int64_t m_begin, int64_t m_end,
+                    int64_t n_begin, int64_t n_end) {
   switch (w.dtype) {
-    case DType::kF32: return Gemm<DType::kF32>(x, w, y, m_begin, m_end, n_begin, n_end);
-    case DType::kF16: return Gemm<DType::kF16>(x, w, y, m_begin, m_end, n_begin, n_end);
-    case DType::kBF16: return Gemm<DType::kBF16>(x, w, y, m_begin, m_end, n_begin, n_end);
+    case DType::kF32:
+      return Gemm<DType::kF32>(x, w, y, m_begin, m_end, n_begin, n_end);
+    case DType::kF16:
+      return Gemm<DType::kF16>(x, w, y, m_begin, m_end, n_begin, n_end);
+    case DType::kBF16:
+      return Gemm<DType::kBF16>(x, w, y, m_begin, m_end, n_begin, n_end);
   }
 }
 

@@ -17,8 +17,8 @@ void LinearDecodeAvx2(const float* x, int64_t m, const MatrixView& w, float* y, 
 // Many x rows (prefill): packs panels of W to f32 once per cache block and
 // reuses them across x rows in a 6x16 register-blocked micro-kernel.
 //   x (m, K), W [N, K] -> y[m_begin:m_end, n_begin:n_end] of y (m, N)
-void LinearGemmAvx2(const float* x, const MatrixView& w, float* y, int64_t m_begin,
-                    int64_t m_end, int64_t n_begin, int64_t n_end);
+void LinearGemmAvx2(const float* x, const MatrixView& w, float* y, int64_t m_begin, int64_t m_end,
+                    int64_t n_begin, int64_t n_end);
 
 // Output columns per packed panel of LinearGemmAvx2 (threads split N in
 // multiples of it) and x rows per micro-kernel call.

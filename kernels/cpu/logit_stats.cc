@@ -96,8 +96,8 @@ __attribute__((target("avx2"))) TopTwo TopTwoAvx2(const float* logits, int64_t v
 
 // The exp pass dominates for a 150k vocabulary; 8 lanes of Exp8 make it
 // several times cheaper than scalar expf.
-__attribute__((target("avx2,fma"))) void ExpSumsAvx2(const float* logits, int64_t vocab,
-                                                     float mx, double* z, double* weighted) {
+__attribute__((target("avx2,fma"))) void ExpSumsAvx2(const float* logits, int64_t vocab, float mx,
+                                                     double* z, double* weighted) {
   const int64_t vocab8 = vocab & ~int64_t{7};
   const __m256 vmx = _mm256_set1_ps(mx);
   __m256d z4 = _mm256_setzero_pd(), w4 = _mm256_setzero_pd();

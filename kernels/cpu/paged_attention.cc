@@ -74,8 +74,8 @@ LOOPSERVE_AVX2 inline float HorizontalSum(__m256 v) {
 
 // G query heads against one key row: the row is loaded once for all heads.
 template <int G>
-LOOPSERVE_AVX2 void ScoresTile(const float* q, int d, const float* row, float scale,
-                               float* scores, int64_t len) {
+LOOPSERVE_AVX2 void ScoresTile(const float* q, int d, const float* row, float scale, float* scores,
+                               int64_t len) {
   __m256 acc[G];
 #pragma GCC unroll 4
   for (int h = 0; h < G; ++h) acc[h] = _mm256_setzero_ps();
@@ -100,7 +100,8 @@ LOOPSERVE_AVX2 void ScoresAvx2(const float* q, int heads, int d, const float* co
                                int64_t len, float scale, float* scores) {
   for (int64_t p = 0; p < len; ++p) {
     int h = 0;
-    for (; h + 4 <= heads; h += 4) ScoresTile<4>(q + h * d, d, rows[p], scale, scores + h * len + p, len);
+    for (; h + 4 <= heads; h += 4)
+      ScoresTile<4>(q + h * d, d, rows[p], scale, scores + h * len + p, len);
     for (; h < heads; ++h) ScoresTile<1>(q + h * d, d, rows[p], scale, scores + h * len + p, len);
   }
 }
@@ -161,7 +162,8 @@ LOOPSERVE_AVX2 void SoftmaxAvx2(float* x, int64_t len) {
     sum += x[p];
   }
   const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / sum));
-  for (int64_t p = 0; p < len8; p += 8) _mm256_storeu_ps(x + p, _mm256_mul_ps(_mm256_loadu_ps(x + p), inv));
+  for (int64_t p = 0; p < len8; p += 8)
+    _mm256_storeu_ps(x + p, _mm256_mul_ps(_mm256_loadu_ps(x + p), inv));
   for (int64_t p = len8; p < len; ++p) x[p] *= static_cast<float>(1.0 / sum);
 }
 #endif
@@ -238,8 +240,8 @@ void PagedAttentionImpl(const VecOps& ops, const PagedKvView& kv, int instance,
 // q (n, H*d) -> out (n, H*d), keys/values from the pool (or self_k/self_v)
 void PagedAttention(const PagedKvView& kv, int instance, const AttentionShape& shape,
                     const float* q, int64_t n, const int32_t* positions,
-                    const int32_t* const* block_tables, const float* self_k,
-                    const float* self_v, float* out, ThreadPool* pool) {
+                    const int32_t* const* block_tables, const float* self_k, const float* self_v,
+                    float* out, ThreadPool* pool) {
   static const VecOps ops = PickVecOps(/*allow_simd=*/true);
   PagedAttentionImpl(ops, kv, instance, shape, q, n, positions, block_tables, self_k, self_v, out,
                      pool);

@@ -69,7 +69,8 @@ TEST(ElementwiseTest, RopeMatchesRopePairPerHead) {
   for (int i = 0; i < 4; ++i) {
     for (int h = 0; h < heads; ++h) {
       float* head = expected.data() + (i * heads + h) * d;
-      for (int j = 0; j < d / 2; ++j) RopePair(&head[j], &head[j + d / 2], j, d, positions[i], 1e4f);
+      for (int j = 0; j < d / 2; ++j)
+        RopePair(&head[j], &head[j + d / 2], j, d, positions[i], 1e4f);
     }
   }
   std::vector<float> got = x;

@@ -32,8 +32,7 @@ double Tolerance(const float* x, const MatrixView& w, int64_t n) {
 
 enum class Path { kDispatch, kPortable };
 
-void CheckLinear(DType dtype, int64_t m, int64_t n_out, int64_t k_in, ThreadPool* pool,
-                 Path path) {
+void CheckLinear(DType dtype, int64_t m, int64_t n_out, int64_t k_in, ThreadPool* pool, Path path) {
   std::mt19937 rng(static_cast<uint32_t>(m * 1000003 + n_out * 1009 + k_in));
   auto w = MakeRandomMatrix(rng, dtype, n_out, k_in);
   std::vector<float> x = RandomFloats(rng, m * k_in);
@@ -48,8 +47,8 @@ void CheckLinear(DType dtype, int64_t m, int64_t n_out, int64_t k_in, ThreadPool
     for (int64_t n = 0; n < n_out; ++n) {
       const double tol = Tolerance(x.data() + i * k_in, w.view, n);
       ASSERT_NEAR(y[i * n_out + n], ref[i * n_out + n], tol)
-          << "dtype " << static_cast<int>(dtype) << " m " << m << " N " << n_out << " K "
-          << k_in << " at (" << i << ", " << n << ")";
+          << "dtype " << static_cast<int>(dtype) << " m " << m << " N " << n_out << " K " << k_in
+          << " at (" << i << ", " << n << ")";
     }
   }
 }

@@ -84,7 +84,8 @@ TEST(MoeRoutingTest, GroupByExpertIsStableCountingSort) {
         if (ids[t * k + j] == e) expected_tokens.push_back(static_cast<int32_t>(t));
       }
     }
-    const std::vector<int32_t> got(g.token.begin() + g.offsets[e], g.token.begin() + g.offsets[e + 1]);
+    const std::vector<int32_t> got(g.token.begin() + g.offsets[e],
+                                   g.token.begin() + g.offsets[e + 1]);
     EXPECT_EQ(got, expected_tokens) << "expert " << e;
     for (int32_t r = g.offsets[e]; r < g.offsets[e + 1]; ++r) {
       EXPECT_EQ(ids[g.token[r] * k + g.slot[r]], e);

@@ -53,7 +53,8 @@ Fixture MakeFixture(std::mt19937& rng, int block_size, AttentionShape shape,
   size_t next = 0;
   for (int len : lengths) {
     Sequence s;
-    for (int b = 0; b < (len + block_size - 1) / block_size; ++b) s.table.push_back(free_blocks[next++]);
+    for (int b = 0; b < (len + block_size - 1) / block_size; ++b)
+      s.table.push_back(free_blocks[next++]);
     s.k = RandomFloats(rng, int64_t{len} * kv_dim);
     s.v = RandomFloats(rng, int64_t{len} * kv_dim);
     for (int p = 0; p < len; ++p) {
@@ -111,8 +112,8 @@ void CheckAgainstNaive(int block_size, AttentionShape shape, ThreadPool* pool,
   }
   std::vector<float> out(n * qdim);
   (portable ? PagedAttentionPortable : PagedAttention)(f.view, f.instance, shape, q.data(), n,
-                                                      positions.data(), tables.data(), nullptr,
-                                                      nullptr, out.data(), pool);
+                                                       positions.data(), tables.data(), nullptr,
+                                                       nullptr, out.data(), pool);
   for (int64_t i = 0; i < n; ++i) {
     const std::vector<double> ref =
         NaiveAttention(shape, q.data() + i * qdim, f.seqs[queries[i].seq], queries[i].pos);
@@ -123,15 +124,13 @@ void CheckAgainstNaive(int block_size, AttentionShape shape, ThreadPool* pool,
   }
 }
 
-TEST(PagedAttentionTest, MatchesNaiveBlockSize4Gqa) {
-  CheckAgainstNaive(4, {8, 2, 16}, nullptr);
-}
+TEST(PagedAttentionTest, MatchesNaiveBlockSize4Gqa) { CheckAgainstNaive(4, {8, 2, 16}, nullptr); }
 
 TEST(PagedAttentionTest, MatchesNaiveBlockSize16WithPool) {
   ThreadPool pool(3);
-  CheckAgainstNaive(16, {4, 4, 32}, &pool);  // plain MHA
+  CheckAgainstNaive(16, {4, 4, 32}, &pool);   // plain MHA
   CheckAgainstNaive(16, {12, 2, 40}, &pool);  // group of 6 (4 + 2 tiles)
-  CheckAgainstNaive(16, {6, 1, 20}, &pool);  // MQA, odd head_dim
+  CheckAgainstNaive(16, {6, 1, 20}, &pool);   // MQA, odd head_dim
 }
 
 TEST(PagedAttentionTest, PortablePathMatchesNaive) {
@@ -163,8 +162,10 @@ TEST(PagedAttentionTest, SelfProbeEqualsWritingRowsFirst) {
               f.seqs[i].k[positions[i] * kv_dim]);
   }
   for (int64_t i = 0; i < n; ++i) {
-    std::copy_n(self_k.data() + i * kv_dim, kv_dim, f.view.RowAt(tables[i], f.instance, 0, positions[i]));
-    std::copy_n(self_v.data() + i * kv_dim, kv_dim, f.view.RowAt(tables[i], f.instance, 1, positions[i]));
+    std::copy_n(self_k.data() + i * kv_dim, kv_dim,
+                f.view.RowAt(tables[i], f.instance, 0, positions[i]));
+    std::copy_n(self_v.data() + i * kv_dim, kv_dim,
+                f.view.RowAt(tables[i], f.instance, 1, positions[i]));
   }
   std::vector<float> written(n * qdim);
   PagedAttention(f.view, f.instance, shape, q.data(), n, positions.data(), tables.data(), nullptr,
