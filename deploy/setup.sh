@@ -11,6 +11,7 @@ PACKAGES=(
   cmake ninja-build g++ pkg-config git
   # libraries
   libabsl-dev nlohmann-json3-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # reference, fixtures and the PyTorch side of the benchmarks
   python3 python3-numpy

@@ -37,8 +37,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   const bool has_single = fs::exists(single, ec);
   const bool has_index = fs::exists(index, ec);
   if (has_single && has_index) {
-    return absl::InvalidArgumentError(absl::StrCat(dir, ": both ", kSingleFile, " and ",
-                                                   kIndexFile, " present; keep one layout"));
+    return absl::InvalidArgumentError(absl::StrCat(dir, ": both ", kSingleFile, " and ", kIndexFile,
+                                                   " present; keep one layout"));
   }
   if (has_index) {
     if (absl::Status s = ckpt->OpenSharded(index); !s.ok()) return s;
@@ -58,9 +58,8 @@ absl::Status Checkpoint::AddFile(std::unique_ptr<SafetensorsFile> file) {
   for (const TensorInfo& t : file->tensors()) {
     auto [it, inserted] = entries_.try_emplace(t.name, Entry{&t, file.get()});
     if (!inserted) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, ": present in both ",
-                                                     it->second.file->path(), " and ",
-                                                     file->path()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor ", t.name, ": present in both ", it->second.file->path(), " and ", file->path()));
     }
   }
   files_.push_back(std::move(file));
@@ -98,9 +97,9 @@ absl::Status Checkpoint::OpenSharded(const std::string& index_path) {
     const std::string path = (std::filesystem::path(dir_) / shard).string();
     absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(path);
     if (!file.ok()) {
-      return absl::Status(file.status().code(),
-                          absl::StrCat(file.status().message(), " (shard listed in ", index_path,
-                                       ")"));
+      return absl::Status(
+          file.status().code(),
+          absl::StrCat(file.status().message(), " (shard listed in ", index_path, ")"));
     }
     if (absl::Status s = AddFile(*std::move(file)); !s.ok()) return s;
   }
@@ -126,9 +125,7 @@ absl::Status Checkpoint::OpenSharded(const std::string& index_path) {
   return absl::OkStatus();
 }
 
-const TensorInfo* Checkpoint::Find(absl::string_view name) const {
-  return FindEntry(name).tensor;
-}
+const TensorInfo* Checkpoint::Find(absl::string_view name) const { return FindEntry(name).tensor; }
 
 Checkpoint::Entry Checkpoint::FindEntry(absl::string_view name) const {
   auto it = entries_.find(name);

@@ -58,12 +58,27 @@ absl::Status Engine::ValidateRequest(const GenerationRequest& request) const {
 }
 
 absl::StatusOr<int64_t> Engine::Add(GenerationRequest request) {
+  while (sequences_.count(next_id_) != 0) ++next_id_;
+  return AddWithId(std::move(request), next_id_++);
+}
+
+absl::StatusOr<int64_t> Engine::AddWithId(GenerationRequest request, int64_t id) {
+  if (id <= 0 || sequences_.count(id) != 0) {
+    return absl::AlreadyExistsError(absl::StrCat("engine: request id ", id, " is in use"));
+  }
   if (absl::Status s = ValidateRequest(request); !s.ok()) return s;
-  const int64_t id = next_id_++;
   auto seq = std::make_unique<Sequence>(id, std::move(request));
   scheduler_->Add(seq.get());
   sequences_.emplace(id, std::move(seq));
   return id;
+}
+
+absl::Status Engine::SetPolicy(int64_t id, const ExitPolicy& policy) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return absl::NotFoundError(absl::StrCat("no sequence ", id));
+  if (absl::Status s = ValidateExitPolicy(policy, model_->config); !s.ok()) return s;
+  it->second->request.policy = policy;
+  return absl::OkStatus();
 }
 
 bool Engine::Cancel(int64_t id) {
@@ -138,6 +153,7 @@ absl::StatusOr<std::vector<SequenceUpdate>> Engine::Step() {
       batch.push_back(tok);
     }
   }
+  last_batch_tokens_ = static_cast<int64_t>(batch.size());
   ForwardResult result;
   if (absl::Status s = forward_->Run(batch, &result); !s.ok()) return s;
 
@@ -171,6 +187,13 @@ absl::StatusOr<std::vector<SequenceUpdate>> Engine::Step() {
 absl::StatusOr<std::vector<GenerationResult>> Engine::Generate(
     std::vector<GenerationRequest> requests) {
   std::vector<GenerationResult> results(requests.size());
+  // All or nothing: a bad request must not leave the good ones before it
+  // queued, to run unseen inside a later call.
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (absl::Status s = ValidateRequest(requests[i]); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("request ", i, ": ", s.message()));
+    }
+  }
   std::map<int64_t, size_t> slot;
   for (size_t i = 0; i < requests.size(); ++i) {
     absl::StatusOr<int64_t> id = Add(std::move(requests[i]));

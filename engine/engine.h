@@ -39,8 +39,17 @@ class Engine {
   static absl::StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<const LoadedModel> model,
                                                         const EngineOptions& options);
 
+  // Checks a request against the model and the pool without queuing it.
+  // Thread-safe: reads only what never changes after Create.
+  absl::Status ValidateRequest(const GenerationRequest& request) const;
   // Validates and queues a request; returns its id.
   absl::StatusOr<int64_t> Add(GenerationRequest request);
+  // Same with a caller-chosen id (> 0, unused), for callers that hand out
+  // ids before the request reaches the engine thread.
+  absl::StatusOr<int64_t> AddWithId(GenerationRequest request, int64_t id);
+  // Replaces the exit policy of a queued or running sequence; takes effect
+  // at its next step (a policy never changes inside a forward).
+  absl::Status SetPolicy(int64_t id, const ExitPolicy& policy);
   // Finishes a sequence with kCancelled at the next step; false if unknown.
   bool Cancel(int64_t id);
   bool HasWork() const { return !sequences_.empty(); }
@@ -57,11 +66,11 @@ class Engine {
   const KvCache& kv_cache() const { return *kv_; }
   const Scheduler& scheduler() const { return *scheduler_; }
   ThreadPool& thread_pool() { return *pool_; }
+  int64_t last_batch_tokens() const { return last_batch_tokens_; }
 
  private:
   Engine(std::shared_ptr<const LoadedModel> model, const EngineOptions& options,
          std::unique_ptr<KvCache> kv);
-  absl::Status ValidateRequest(const GenerationRequest& request) const;
   void Finish(Sequence& seq, FinishReason reason);
   void AccountToken(Sequence& seq, const TokenResult& r, bool full_depth);
   bool AppendSample(Sequence& seq, const float* logits, int exit_loop, SequenceUpdate& update);
@@ -75,6 +84,7 @@ class Engine {
   std::map<int64_t, std::unique_ptr<Sequence>> sequences_;
   std::vector<int64_t> cancelled_;
   int64_t next_id_ = 1;
+  int64_t last_batch_tokens_ = 0;
 };
 
 }  // namespace loopserve

@@ -9,8 +9,8 @@
 #include <string>
 #include <utility>
 
-#include "absl/base/internal/raw_logging.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/common/check.h"
 #include "nlohmann/json.hpp"
 
 namespace loopserve {
@@ -245,10 +245,10 @@ bool NeedsHiddenAt(const ExitPolicy& policy, int t) {
 
 ExitTracker::ExitTracker(const ExitPolicy& policy, int num_loops)
     : policy_(policy), max_loops_(ResolvedMaxLoops(policy, num_loops)) {
-  ABSL_INTERNAL_CHECK(
-      1 <= policy_.min_loops && policy_.min_loops <= max_loops_ && max_loops_ <= num_loops,
-      absl::StrCat("ExitTracker: invalid loop bounds min_loops=", policy_.min_loops,
-                   " max_loops=", max_loops_, " L=", num_loops));
+  LOOPSERVE_CHECK(1 <= policy_.min_loops && policy_.min_loops <= max_loops_ &&
+                  max_loops_ <= num_loops)
+      << absl::StrCat("ExitTracker: invalid loop bounds min_loops=", policy_.min_loops,
+                      " max_loops=", max_loops_, " L=", num_loops);
 }
 
 void ExitTracker::Reset() {
@@ -260,10 +260,10 @@ void ExitTracker::Reset() {
 }
 
 ExitDecision ExitTracker::Observe(int t, const BoundaryObservation& obs) {
-  ABSL_RAW_CHECK(!exited_, "ExitTracker::Observe after the token exited");
-  ABSL_INTERNAL_CHECK(t == next_t_ && t < max_loops_,
-                      absl::StrCat("ExitTracker: observed boundary ", t, ", expected ", next_t_,
-                                   " (max_loops ", max_loops_, ")"));
+  LOOPSERVE_CHECK(!exited_) << "ExitTracker::Observe after the token exited";
+  LOOPSERVE_CHECK(t == next_t_ && t < max_loops_)
+      << absl::StrCat("ExitTracker: observed boundary ", t, ", expected ", next_t_, " (max_loops ",
+                      max_loops_, ")");
   ++next_t_;
 
   // Running state, kept whenever its input is present so that a boundary
@@ -289,9 +289,8 @@ ExitDecision ExitTracker::Observe(int t, const BoundaryObservation& obs) {
     case ExitCriterion::kMaxProb:
     case ExitCriterion::kMargin:
     case ExitCriterion::kEntropy:
-      ABSL_INTERNAL_CHECK(
-          !may_exit || obs.stats.has_value(),
-          absl::StrCat(ExitCriterionName(policy_.criterion), " needs the exit head at t=", t));
+      LOOPSERVE_CHECK(!may_exit || obs.stats.has_value())
+          << absl::StrCat(ExitCriterionName(policy_.criterion), " needs the exit head at t=", t);
       if (obs.stats.has_value()) {
         if (policy_.criterion == ExitCriterion::kMaxProb) {
           decision.statistic = obs.stats->max_prob;
@@ -306,29 +305,29 @@ ExitDecision ExitTracker::Observe(int t, const BoundaryObservation& obs) {
       }
       break;
     case ExitCriterion::kKl:
-      ABSL_INTERNAL_CHECK(!may_exit || t == 0 || obs.kl.has_value(),
-                          absl::StrCat("kl needs KL(z_t || z_{t-1}) at t=", t));
+      LOOPSERVE_CHECK(!may_exit || t == 0 || obs.kl.has_value())
+          << absl::StrCat("kl needs KL(z_t || z_{t-1}) at t=", t);
       if (t >= 1 && obs.kl.has_value()) {
         decision.statistic = *obs.kl;
         holds = decision.statistic <= tau;
       }
       break;
     case ExitCriterion::kTop1Stable:
-      ABSL_INTERNAL_CHECK(obs.stats.has_value(),
-                          absl::StrCat("top1_stable needs the exit head at t=", t));
+      LOOPSERVE_CHECK(obs.stats.has_value())
+          << absl::StrCat("top1_stable needs the exit head at t=", t);
       decision.statistic = streak_;
       holds = decision.statistic >= tau;
       break;
     case ExitCriterion::kHiddenCosine:
-      ABSL_INTERNAL_CHECK(!may_exit || t == 0 || obs.hidden_cosine.has_value(),
-                          absl::StrCat("hidden_cosine needs cos(h_t, h_{t-1}) at t=", t));
+      LOOPSERVE_CHECK(!may_exit || t == 0 || obs.hidden_cosine.has_value())
+          << absl::StrCat("hidden_cosine needs cos(h_t, h_{t-1}) at t=", t);
       if (t >= 1 && obs.hidden_cosine.has_value()) {
         decision.statistic = *obs.hidden_cosine;
         holds = decision.statistic >= tau;
       }
       break;
     case ExitCriterion::kGate:
-      ABSL_INTERNAL_CHECK(obs.gate.has_value(), absl::StrCat("gate needs lambda_t at t=", t));
+      LOOPSERVE_CHECK(obs.gate.has_value()) << absl::StrCat("gate needs lambda_t at t=", t);
       decision.statistic = 1.0 - survival_;
       holds = decision.statistic >= tau;
       break;

@@ -6,13 +6,13 @@
 #include <string>
 #include <utility>
 
-#include "absl/base/internal/raw_logging.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/common/check.h"
 
 namespace loopserve {
 
 BlockPool::BlockPool(int32_t num_blocks) : ref_counts_(num_blocks, 0) {
-  ABSL_RAW_CHECK(num_blocks >= 0, "BlockPool: negative size");
+  LOOPSERVE_CHECK(num_blocks >= 0) << "BlockPool: negative size";
   free_.reserve(num_blocks);
   // Reversed so that a fresh pool hands out 0, 1, 2, ... (readable in tests
   // and dumps).
@@ -20,7 +20,7 @@ BlockPool::BlockPool(int32_t num_blocks) : ref_counts_(num_blocks, 0) {
 }
 
 absl::StatusOr<std::vector<int32_t>> BlockPool::Allocate(int64_t n) {
-  ABSL_RAW_CHECK(n >= 0, "BlockPool: negative allocation");
+  LOOPSERVE_CHECK(n >= 0) << "BlockPool: negative allocation";
   if (n > NumFree()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("KV block pool: need ", n, " blocks, ", NumFree(), " free of ", num_blocks()));
@@ -33,20 +33,20 @@ absl::StatusOr<std::vector<int32_t>> BlockPool::Allocate(int64_t n) {
 }
 
 void BlockPool::Free(int32_t block) {
-  ABSL_INTERNAL_CHECK(RefCount(block) > 0,
-                      absl::StrCat("KV block ", block, " freed while not in use"));
+  LOOPSERVE_CHECK(RefCount(block) > 0)
+      << absl::StrCat("KV block ", block, " freed while not in use");
   if (--ref_counts_[block] == 0) free_.push_back(block);
 }
 
 void BlockPool::AddRef(int32_t block) {
-  ABSL_INTERNAL_CHECK(RefCount(block) > 0,
-                      absl::StrCat("KV block ", block, " shared while not in use"));
+  LOOPSERVE_CHECK(RefCount(block) > 0)
+      << absl::StrCat("KV block ", block, " shared while not in use");
   ++ref_counts_[block];
 }
 
 int32_t BlockPool::RefCount(int32_t block) const {
-  ABSL_INTERNAL_CHECK(block >= 0 && block < num_blocks(),
-                      absl::StrCat("KV block ", block, " out of range"));
+  LOOPSERVE_CHECK(block >= 0 && block < num_blocks())
+      << absl::StrCat("KV block ", block, " out of range");
   return ref_counts_[block];
 }
 
@@ -74,7 +74,7 @@ absl::Status BlockPool::CheckInvariants() const {
 
 KvBlockManager::KvBlockManager(int32_t num_blocks, int32_t block_size)
     : block_size_(block_size), pool_(num_blocks) {
-  ABSL_RAW_CHECK(block_size > 0, "KvBlockManager: block_size must be positive");
+  LOOPSERVE_CHECK(block_size > 0) << "KvBlockManager: block_size must be positive";
 }
 
 int64_t KvBlockManager::BlocksFor(int64_t num_tokens) const {
@@ -82,7 +82,7 @@ int64_t KvBlockManager::BlocksFor(int64_t num_tokens) const {
 }
 
 AppendPlan KvBlockManager::PlanAppend(int64_t seq_id, int64_t n_tokens) const {
-  ABSL_RAW_CHECK(n_tokens >= 0, "KvBlockManager: negative token count");
+  LOOPSERVE_CHECK(n_tokens >= 0) << "KvBlockManager: negative token count";
   const BlockTable* table = Table(seq_id);
   const int64_t have_tokens = table == nullptr ? 0 : table->num_tokens;
   const int64_t have_blocks = table == nullptr ? 0 : static_cast<int64_t>(table->blocks.size());
@@ -160,10 +160,10 @@ const BlockTable* KvBlockManager::Table(int64_t seq_id) const {
 
 int64_t KvBlockManager::SlotOf(int64_t seq_id, int64_t position) const {
   const BlockTable* table = Table(seq_id);
-  ABSL_INTERNAL_CHECK(table != nullptr, absl::StrCat("KV slot of unknown sequence ", seq_id));
-  ABSL_INTERNAL_CHECK(position >= 0 && position < table->num_tokens,
-                      absl::StrCat("KV slot of position ", position, " of sequence ", seq_id,
-                                   " with ", table->num_tokens, " tokens"));
+  LOOPSERVE_CHECK(table != nullptr) << absl::StrCat("KV slot of unknown sequence ", seq_id);
+  LOOPSERVE_CHECK(position >= 0 && position < table->num_tokens)
+      << absl::StrCat("KV slot of position ", position, " of sequence ", seq_id, " with ",
+                      table->num_tokens, " tokens");
   return int64_t{table->blocks[position / block_size_]} * block_size_ + position % block_size_;
 }
 

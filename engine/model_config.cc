@@ -169,7 +169,7 @@ absl::Status ReadFields(FieldReader& f, ModelConfig& c) {
   check(f.Int("num_coda_layers", false, 0, &c.num_coda_layers));
   check(f.Int("num_loops", true, 1, &c.num_loops));
   for (const char* field : {"prelude_ffn", "recurrent_ffn", "coda_ffn"}) {
-    FfnKind* out = field[0] == 'p' ? &c.prelude_ffn
+    FfnKind* out = field[0] == 'p'   ? &c.prelude_ffn
                    : field[0] == 'r' ? &c.recurrent_ffn
                                      : &c.coda_ffn;
     check(f.Choice(field, "dense", FfnKind::kDense, "moe", FfnKind::kMoe, out));
@@ -179,8 +179,8 @@ absl::Status ReadFields(FieldReader& f, ModelConfig& c) {
   check(f.Int("num_experts_per_tok", false, 1, &c.num_experts_per_tok));
   check(f.Int("moe_intermediate_size", false, 1, &c.moe_intermediate_size));
   check(f.Int("num_shared_experts", false, 0, &c.num_shared_experts));
-  check(f.Choice("router_score", "softmax", RouterScore::kSoftmax, "sigmoid",
-                 RouterScore::kSigmoid, &c.router_score));
+  check(f.Choice("router_score", "softmax", RouterScore::kSoftmax, "sigmoid", RouterScore::kSigmoid,
+                 &c.router_score));
   check(f.Bool("norm_topk_prob", &c.norm_topk_prob));
   check(f.Number("routed_scaling_factor", false, &c.routed_scaling_factor));
   check(f.Int("iter_adaln_rank", false, 0, &c.iter_adaln_rank));
@@ -200,10 +200,10 @@ absl::Status Validate(FieldReader& f, ModelConfig& c) {
   }
   if (!f.Has("head_dim")) {
     if (c.hidden_size % heads != 0) {
-      return f.Error("hidden_size",
-                     absl::StrCat("a multiple of num_attention_heads (", heads,
-                                  ") when head_dim is absent"),
-                     absl::StrCat(c.hidden_size));
+      return f.Error(
+          "hidden_size",
+          absl::StrCat("a multiple of num_attention_heads (", heads, ") when head_dim is absent"),
+          absl::StrCat(c.hidden_size));
     }
     c.head_dim = static_cast<int>(c.hidden_size / heads);
   }

@@ -109,12 +109,12 @@ LayerWeights BindLayer(WeightBinder& b, const ModelConfig& c, ModelPart part, in
   } else {
     w.moe.router = b.Matrix(p + "mlp.gate.weight", c.num_experts, d_model);
     for (int e = 0; e < c.num_experts; ++e) {
-      w.moe.experts.push_back(BindSwiGlu(b, absl::StrCat(p, "mlp.experts.", e, "."), d_model,
-                                         c.moe_intermediate_size));
+      w.moe.experts.push_back(
+          BindSwiGlu(b, absl::StrCat(p, "mlp.experts.", e, "."), d_model, c.moe_intermediate_size));
     }
     for (int s = 0; s < c.num_shared_experts; ++s) {
-      w.moe.shared.push_back(BindSwiGlu(b, absl::StrCat(p, "mlp.shared_experts.", s, "."),
-                                        d_model, c.moe_intermediate_size));
+      w.moe.shared.push_back(BindSwiGlu(b, absl::StrCat(p, "mlp.shared_experts.", s, "."), d_model,
+                                        c.moe_intermediate_size));
     }
   }
   if (part == ModelPart::kRecurrent && c.iter_adaln_rank > 0) {

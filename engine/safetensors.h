@@ -23,7 +23,7 @@ namespace loopserve {
 enum class SafetensorsDType : uint8_t { kF32, kF16, kBF16, kI32, kI64 };
 
 const char* SafetensorsDTypeName(SafetensorsDType t);  // "F32", "BF16", ...
-int SafetensorsDTypeSize(SafetensorsDType t);           // bytes per element
+int SafetensorsDTypeSize(SafetensorsDType t);          // bytes per element
 // The weight dtype with the same encoding; nullopt for the integer types.
 std::optional<DType> ToWeightDType(SafetensorsDType t);
 

@@ -7,8 +7,8 @@
 #include <numeric>
 #include <string>
 
-#include "absl/base/internal/raw_logging.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/common/check.h"
 
 namespace loopserve {
 namespace {
@@ -61,13 +61,13 @@ absl::Status ValidateSamplingParams(const SamplingParams& params) {
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
   const absl::Status valid = ValidateSamplingParams(params_);
-  ABSL_INTERNAL_CHECK(valid.ok(), valid.ToString());
+  LOOPSERVE_CHECK(valid.ok()) << valid.ToString();
 }
 
 double Sampler::NextUniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
 
 SampledToken Sampler::Sample(const float* logits, int64_t vocab) {
-  ABSL_RAW_CHECK(vocab >= 1, "Sampler: empty vocabulary");
+  LOOPSERVE_CHECK(vocab >= 1) << "Sampler: empty vocabulary";
   int32_t argmax = 0;
   for (int64_t i = 1; i < vocab; ++i) {
     if (logits[i] > logits[argmax]) argmax = static_cast<int32_t>(i);

@@ -45,12 +45,17 @@ bool Scheduler::ScheduleDecode(Sequence* seq, int64_t& budget,
 bool Scheduler::SchedulePrefill(Sequence* seq, int64_t& budget,
                                 std::vector<ScheduledChunk>& out) {
   int64_t length = std::min<int64_t>(seq->pending(), budget);
-  // Shrink the chunk to what the pool can hold now; never preempt running
+  // Shrink the chunk to what the pool can hold now (the free slots of the
+  // sequence's last block plus whole free blocks); never preempt running
   // decodes for a new prompt.
-  while (length > 0 && !blocks_->CanAppend(seq->id, length)) {
-    length = std::max<int64_t>(0, length - blocks_->block_size());
-  }
+  const BlockTable* table = blocks_->Table(seq->id);
+  const int64_t block_size = blocks_->block_size();
+  const int64_t slack =
+      table == nullptr ? 0 : static_cast<int64_t>(table->blocks.size()) * block_size -
+                                 table->num_tokens;
+  length = std::min<int64_t>(length, slack + int64_t{blocks_->NumFreeBlocks()} * block_size);
   if (length <= 0) return false;
+  LOOPSERVE_CHECK(blocks_->CanAppend(seq->id, length)) << "prefill chunk of " << length;
   LOOPSERVE_CHECK_OK(blocks_->Append(seq->id, length));
   out.push_back({seq, seq->num_computed, length});
   budget -= length;
@@ -60,6 +65,7 @@ bool Scheduler::SchedulePrefill(Sequence* seq, int64_t& budget,
 std::vector<ScheduledChunk> Scheduler::Schedule() {
   std::vector<ScheduledChunk> out;
   int64_t budget = options_.max_batch_tokens;
+  const int64_t preemptions_before = num_preemptions_;
   // Running sequences: decodes, or the rest of a prompt being chunked.
   const std::vector<Sequence*> running = running_;
   for (Sequence* seq : running) {
@@ -71,8 +77,12 @@ std::vector<ScheduledChunk> Scheduler::Schedule() {
       SchedulePrefill(seq, budget, out);
     }
   }
-  // Admit waiting sequences in order while budget and blocks last.
-  while (!waiting_.empty() && budget > 0 &&
+  // Admit waiting sequences in order while budget and blocks last. Not after
+  // a preemption in this step (unless nothing else runs): the victim, now at
+  // the front, would take back the blocks just freed and recompute tokens
+  // that the next decode needing a block throws away again.
+  const bool preempted = num_preemptions_ != preemptions_before;
+  while (!(preempted && !out.empty()) && !waiting_.empty() && budget > 0 &&
          static_cast<int64_t>(out.size()) < options_.max_num_seqs) {
     Sequence* seq = waiting_.front();
     if (!SchedulePrefill(seq, budget, out)) break;

@@ -3,9 +3,10 @@
 #include "kernels/cpu/moe_routing.h"
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 #include <numeric>
+
+#include "kernels/common/check.h"
 
 namespace loopserve {
 
@@ -13,7 +14,7 @@ namespace loopserve {
 void RouteTopK(const float* logits, int64_t n, int num_experts, int k, RouterScoreKind score,
                bool norm_topk_prob, float routed_scaling_factor, int32_t* expert_ids,
                float* weights) {
-  assert(k >= 1 && k <= num_experts);
+  LOOPSERVE_CHECK(k >= 1 && k <= num_experts) << "k=" << k << " E=" << num_experts;
   std::vector<float> s(static_cast<size_t>(num_experts));
   std::vector<int32_t> order(static_cast<size_t>(num_experts));
   for (int64_t t = 0; t < n; ++t) {
@@ -50,7 +51,7 @@ ExpertGroups GroupByExpert(const int32_t* expert_ids, int64_t n, int k, int num_
   g.offsets.assign(static_cast<size_t>(num_experts) + 1, 0);
   const int64_t total = n * k;
   for (int64_t i = 0; i < total; ++i) {
-    assert(expert_ids[i] >= 0 && expert_ids[i] < num_experts);
+    LOOPSERVE_CHECK(expert_ids[i] >= 0 && expert_ids[i] < num_experts) << expert_ids[i];
     ++g.offsets[expert_ids[i] + 1];
   }
   for (int e = 0; e < num_experts; ++e) g.offsets[e + 1] += g.offsets[e];

@@ -60,8 +60,7 @@ TEST(CheckpointTest, SingleFile) {
 
 TEST(CheckpointTest, ShardedEqualsSingleFile) {
   testutil::TempDir single_dir, sharded_dir;
-  ASSERT_TRUE(
-      testutil::WriteSafetensors(single_dir.Join("model.safetensors"), SomeTensors()).ok());
+  ASSERT_TRUE(testutil::WriteSafetensors(single_dir.Join("model.safetensors"), SomeTensors()).ok());
   ASSERT_TRUE(testutil::WriteShardedSafetensors(sharded_dir.path(), SomeTensors(), 3).ok());
   absl::StatusOr<std::unique_ptr<Checkpoint>> single = Checkpoint::Open(single_dir.path());
   absl::StatusOr<std::unique_ptr<Checkpoint>> sharded = Checkpoint::Open(sharded_dir.path());
@@ -89,14 +88,16 @@ TEST(CheckpointTest, NoCheckpointFiles) {
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(c.status().message(), HasSubstr(dir.path() + ": no model.safetensors or "
-                                                            "model.safetensors.index.json"));
+                                                           "model.safetensors.index.json"));
 }
 
 TEST(CheckpointTest, BothLayoutsIsAmbiguous) {
   testutil::TempDir dir;
   ASSERT_TRUE(testutil::WriteSafetensors(dir.Join("model.safetensors"), SomeTensors()).ok());
   WriteShards(dir, {{"s1.safetensors", SomeTensors()}},
-              {{"a", "s1.safetensors"}, {"b", "s1.safetensors"}, {"c", "s1.safetensors"},
+              {{"a", "s1.safetensors"},
+               {"b", "s1.safetensors"},
+               {"c", "s1.safetensors"},
                {"d", "s1.safetensors"}});
   EXPECT_THAT(ErrorOf(dir), HasSubstr("both model.safetensors and model.safetensors.index.json"));
 }
@@ -104,21 +105,25 @@ TEST(CheckpointTest, BothLayoutsIsAmbiguous) {
 TEST(CheckpointTest, IndexPointsToMissingShard) {
   testutil::TempDir dir;
   WriteShards(dir, {{"s1.safetensors", SomeTensors()}},
-              {{"a", "s1.safetensors"}, {"b", "s1.safetensors"}, {"c", "s1.safetensors"},
+              {{"a", "s1.safetensors"},
+               {"b", "s1.safetensors"},
+               {"c", "s1.safetensors"},
                {"d", "s2.safetensors"}});
   absl::StatusOr<std::unique_ptr<Checkpoint>> c = Checkpoint::Open(dir.path());
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(c.status().message(), HasSubstr(dir.Join("s2.safetensors") + ": cannot open"));
-  EXPECT_THAT(c.status().message(), HasSubstr("shard listed in " +
-                                              dir.Join("model.safetensors.index.json")));
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("shard listed in " + dir.Join("model.safetensors.index.json")));
 }
 
 TEST(CheckpointTest, TensorInIndexButNotInItsShard) {
   testutil::TempDir dir;
   std::vector<RawTensor> t = SomeTensors();
   WriteShards(dir, {{"s1.safetensors", {t[0], t[1]}}, {"s2.safetensors", {t[2]}}},
-              {{"a", "s1.safetensors"}, {"b", "s1.safetensors"}, {"c", "s2.safetensors"},
+              {{"a", "s1.safetensors"},
+               {"b", "s1.safetensors"},
+               {"c", "s2.safetensors"},
                {"d", "s2.safetensors"}});
   EXPECT_EQ(ErrorOf(dir), dir.Join("model.safetensors.index.json") + ": tensor d: listed for " +
                               dir.Join("s2.safetensors") + ", but that shard lacks it");
@@ -137,7 +142,9 @@ TEST(CheckpointTest, TensorListedForAnotherShard) {
   testutil::TempDir dir;
   std::vector<RawTensor> t = SomeTensors();
   WriteShards(dir, {{"s1.safetensors", {t[0], t[1]}}, {"s2.safetensors", {t[2], t[3]}}},
-              {{"a", "s1.safetensors"}, {"b", "s2.safetensors"}, {"c", "s2.safetensors"},
+              {{"a", "s1.safetensors"},
+               {"b", "s2.safetensors"},
+               {"c", "s2.safetensors"},
                {"d", "s2.safetensors"}});
   EXPECT_EQ(ErrorOf(dir), dir.Join("model.safetensors.index.json") + ": tensor b: listed for " +
                               dir.Join("s2.safetensors") + ", but found in " +
@@ -148,7 +155,9 @@ TEST(CheckpointTest, TensorInTwoShards) {
   testutil::TempDir dir;
   std::vector<RawTensor> t = SomeTensors();
   WriteShards(dir, {{"s1.safetensors", {t[0], t[1]}}, {"s2.safetensors", {t[1], t[2], t[3]}}},
-              {{"a", "s1.safetensors"}, {"b", "s1.safetensors"}, {"c", "s2.safetensors"},
+              {{"a", "s1.safetensors"},
+               {"b", "s1.safetensors"},
+               {"c", "s2.safetensors"},
                {"d", "s2.safetensors"}});
   EXPECT_EQ(ErrorOf(dir), "tensor b: present in both " + dir.Join("s1.safetensors") + " and " +
                               dir.Join("s2.safetensors"));
@@ -162,8 +171,9 @@ TEST(CheckpointTest, MalformedIndex) {
   ASSERT_TRUE(testutil::WriteFile(index, "{\"metadata\": {}}").ok());
   EXPECT_EQ(ErrorOf(dir), index + ": expected an object with a `weight_map` object");
   ASSERT_TRUE(testutil::WriteFile(index, R"({"weight_map": {"a": "../escape.safetensors"}})").ok());
-  EXPECT_EQ(ErrorOf(dir), index + ": weight_map[a]: expected a file name in the checkpoint "
-                                  "directory, found \"../escape.safetensors\"");
+  EXPECT_EQ(ErrorOf(dir), index +
+                              ": weight_map[a]: expected a file name in the checkpoint "
+                              "directory, found \"../escape.safetensors\"");
 }
 
 }  // namespace

@@ -17,18 +17,10 @@ using ::testing::HasSubstr;
 using Json = nlohmann::json;
 
 Json BaseConfig() {
-  return Json{{"model_type", "looped_moe"},
-              {"vocab_size", 32},
-              {"hidden_size", 16},
-              {"num_attention_heads", 4},
-              {"num_key_value_heads", 2},
-              {"num_prelude_layers", 1},
-              {"num_recurrent_layers", 2},
-              {"num_coda_layers", 1},
-              {"num_loops", 3},
-              {"intermediate_size", 24},
-              {"num_experts", 4},
-              {"num_experts_per_tok", 2},
+  return Json{{"model_type", "looped_moe"}, {"vocab_size", 32},         {"hidden_size", 16},
+              {"num_attention_heads", 4},   {"num_key_value_heads", 2}, {"num_prelude_layers", 1},
+              {"num_recurrent_layers", 2},  {"num_coda_layers", 1},     {"num_loops", 3},
+              {"intermediate_size", 24},    {"num_experts", 4},         {"num_experts_per_tok", 2},
               {"moe_intermediate_size", 8}};
 }
 
@@ -163,8 +155,9 @@ TEST(ModelConfigTest, WrongTypes) {
   EXPECT_THAT(ErrorOf(j), HasSubstr("field `rope_theta`: expected a finite number > 0"));
   j = BaseConfig();
   j["router_score"] = 1;
-  EXPECT_THAT(ErrorOf(j),
-              HasSubstr("field `router_score`: expected \"softmax\" or \"sigmoid\", found integer"));
+  EXPECT_THAT(
+      ErrorOf(j),
+      HasSubstr("field `router_score`: expected \"softmax\" or \"sigmoid\", found integer"));
 }
 
 TEST(ModelConfigTest, OutOfRangeValues) {

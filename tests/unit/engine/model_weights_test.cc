@@ -20,24 +20,15 @@ using testutil::RawTensor;
 // Every optional feature on: qk-norm, IterAdaLN, exit gate, shared experts,
 // an untied head, and both FFN kinds.
 Json FullConfig() {
-  return Json{{"model_type", "looped_moe"},
-              {"vocab_size", 11},
-              {"hidden_size", 8},
-              {"num_attention_heads", 2},
-              {"num_key_value_heads", 1},
-              {"qk_norm", true},
-              {"num_prelude_layers", 1},
-              {"num_recurrent_layers", 2},
-              {"num_coda_layers", 1},
-              {"num_loops", 3},
-              {"intermediate_size", 12},
-              {"num_experts", 3},
-              {"num_experts_per_tok", 2},
-              {"moe_intermediate_size", 4},
-              {"num_shared_experts", 1},
-              {"iter_adaln_rank", 2},
-              {"exit_gate", true},
-              {"tie_word_embeddings", false}};
+  return Json{{"model_type", "looped_moe"}, {"vocab_size", 11},
+              {"hidden_size", 8},           {"num_attention_heads", 2},
+              {"num_key_value_heads", 1},   {"qk_norm", true},
+              {"num_prelude_layers", 1},    {"num_recurrent_layers", 2},
+              {"num_coda_layers", 1},       {"num_loops", 3},
+              {"intermediate_size", 12},    {"num_experts", 3},
+              {"num_experts_per_tok", 2},   {"moe_intermediate_size", 4},
+              {"num_shared_experts", 1},    {"iter_adaln_rank", 2},
+              {"exit_gate", true},          {"tie_word_embeddings", false}};
 }
 
 ModelConfig Parsed(const Json& j) {
@@ -137,8 +128,8 @@ TEST(ModelWeightsTest, ValuesReadThroughViewsMatchWhatWasWritten) {
     ASSERT_TRUE(m.ok()) << m.status();
     const ModelWeights& w = (*m)->weights;
     // The same seed in F32 gives the unrounded values, in the same order.
-    std::vector<RawTensor> f32 = testutil::RandomCheckpointTensors(Parsed(FullConfig()), 3,
-                                                                   DType::kF32);
+    std::vector<RawTensor> f32 =
+        testutil::RandomCheckpointTensors(Parsed(FullConfig()), 3, DType::kF32);
     auto value = [&](const std::string& name, int64_t flat) {
       for (const RawTensor& t : f32) {
         if (t.name == name) {
@@ -256,18 +247,21 @@ TEST(ModelWeightsTest, MixedDtypesKeepTheirOwnDtype) {
 
 TEST(ModelWeightsTest, MissingTensor) {
   Json config = FullConfig();
-  std::vector<RawTensor> tensors = testutil::RandomCheckpointTensors(Parsed(config), 1, DType::kF32);
+  std::vector<RawTensor> tensors =
+      testutil::RandomCheckpointTensors(Parsed(config), 1, DType::kF32);
   std::erase_if(tensors,
                 [](const RawTensor& t) { return t.name == "model.recurrent.1.mlp.gate.weight"; });
   testutil::TempDir dir;
   WriteCheckpoint(dir, config, tensors);
-  EXPECT_EQ(LoadError(dir), dir.path() + ": tensor model.recurrent.1.mlp.gate.weight: missing "
-                                         "(expected [3, 8] F32/F16/BF16)");
+  EXPECT_EQ(LoadError(dir), dir.path() +
+                                ": tensor model.recurrent.1.mlp.gate.weight: missing "
+                                "(expected [3, 8] F32/F16/BF16)");
 }
 
 TEST(ModelWeightsTest, ExtraTensor) {
   Json config = FullConfig();
-  std::vector<RawTensor> tensors = testutil::RandomCheckpointTensors(Parsed(config), 1, DType::kF32);
+  std::vector<RawTensor> tensors =
+      testutil::RandomCheckpointTensors(Parsed(config), 1, DType::kF32);
   tensors.push_back(testutil::FloatTensor("model.recurrent.2.input_layernorm.weight", DType::kF32,
                                           {8}, std::vector<float>(8, 1.0f)));
   testutil::TempDir dir;
@@ -278,7 +272,8 @@ TEST(ModelWeightsTest, ExtraTensor) {
 
 TEST(ModelWeightsTest, MisShapedTensor) {
   Json config = FullConfig();
-  std::vector<RawTensor> tensors = testutil::RandomCheckpointTensors(Parsed(config), 1, DType::kF32);
+  std::vector<RawTensor> tensors =
+      testutil::RandomCheckpointTensors(Parsed(config), 1, DType::kF32);
   Replace(tensors, testutil::FloatTensor("model.recurrent.1.mlp.gate.weight", DType::kF32, {3, 7},
                                          std::vector<float>(21, 0.0f)));
   testutil::TempDir dir;
@@ -290,7 +285,8 @@ TEST(ModelWeightsTest, MisShapedTensor) {
 
 TEST(ModelWeightsTest, IntegerDtypeForAWeight) {
   Json config = FullConfig();
-  std::vector<RawTensor> tensors = testutil::RandomCheckpointTensors(Parsed(config), 1, DType::kF32);
+  std::vector<RawTensor> tensors =
+      testutil::RandomCheckpointTensors(Parsed(config), 1, DType::kF32);
   Replace(tensors, testutil::Int32Tensor("model.norm.weight", {8}, std::vector<int32_t>(8, 1)));
   testutil::TempDir dir;
   WriteCheckpoint(dir, config, tensors);
@@ -301,7 +297,8 @@ TEST(ModelWeightsTest, IntegerDtypeForAWeight) {
 
 TEST(ModelWeightsTest, ReportsHowManyMoreProblems) {
   Json config = FullConfig();
-  std::vector<RawTensor> tensors = testutil::RandomCheckpointTensors(Parsed(config), 1, DType::kF32);
+  std::vector<RawTensor> tensors =
+      testutil::RandomCheckpointTensors(Parsed(config), 1, DType::kF32);
   std::erase_if(tensors, [](const RawTensor& t) { return t.name.starts_with("model.coda."); });
   tensors.push_back(testutil::FloatTensor("junk", DType::kF32, {1}, {0}));
   testutil::TempDir dir;

@@ -112,8 +112,9 @@ TEST_F(SafetensorsTest, MissingFileIsNotFound) {
 }
 
 TEST_F(SafetensorsTest, FileShorterThanLengthField) {
-  EXPECT_EQ(ErrorOf("abc"), path_ + ": file is 3 bytes, too small for a safetensors header "
-                                    "length (8 bytes)");
+  EXPECT_EQ(ErrorOf("abc"), path_ +
+                                ": file is 3 bytes, too small for a safetensors header "
+                                "length (8 bytes)");
 }
 
 TEST_F(SafetensorsTest, BadHeaderLength) {
@@ -128,8 +129,9 @@ TEST_F(SafetensorsTest, BadHeaderLength) {
 TEST_F(SafetensorsTest, HeaderLengthBeyondFile) {
   std::string bytes = testutil::SerializeRaw("{}", "");
   bytes[0] = 40;  // claims 40 header bytes, the file has 2
-  EXPECT_EQ(ErrorOf(bytes), path_ + ": header length 40 runs past the end of the file (10 bytes, "
-                                    "2 after the length field)");
+  EXPECT_EQ(ErrorOf(bytes), path_ +
+                                ": header length 40 runs past the end of the file (10 bytes, "
+                                "2 after the length field)");
 }
 
 TEST_F(SafetensorsTest, HeaderNotJson) {
@@ -140,29 +142,28 @@ TEST_F(SafetensorsTest, HeaderNotJson) {
 }
 
 TEST_F(SafetensorsTest, TruncatedData) {
-  std::string bytes = testutil::SerializeSafetensors(
-      {testutil::FloatTensor("w", DType::kF32, {4}, {1, 2, 3, 4})});
+  std::string bytes =
+      testutil::SerializeSafetensors({testutil::FloatTensor("w", DType::kF32, {4}, {1, 2, 3, 4})});
   const size_t full = bytes.size();
   bytes.resize(full - 6);
-  EXPECT_EQ(ErrorOf(bytes), absl::StrCat(path_, ": tensor w: data ends at byte ", full,
-                                         " of the file, but the file has only ", full - 6,
-                                         " bytes (truncated?)"));
+  EXPECT_EQ(ErrorOf(bytes),
+            absl::StrCat(path_, ": tensor w: data ends at byte ", full,
+                         " of the file, but the file has only ", full - 6, " bytes (truncated?)"));
 }
 
 TEST_F(SafetensorsTest, OverlappingTensors) {
-  const std::string header = Header(
-      R"("x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-      R"("y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]})");
+  const std::string header = Header(R"("x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                    R"("y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]})");
   EXPECT_EQ(ErrorOf(testutil::SerializeRaw(header, std::string(12, '\0'))),
             path_ + ": tensors x [0, 8] and y [4, 12] overlap");
 }
 
 TEST_F(SafetensorsTest, SizeDisagreesWithShape) {
-  const std::string header =
-      Header(R"("w":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,8]})");
+  const std::string header = Header(R"("w":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,8]})");
   EXPECT_EQ(ErrorOf(testutil::SerializeRaw(header, std::string(8, '\0'))),
-            path_ + ": tensor w: data_offsets [0, 8] hold 8 bytes, but shape [2, 3] x BF16 "
-                    "needs 12");
+            path_ +
+                ": tensor w: data_offsets [0, 8] hold 8 bytes, but shape [2, 3] x BF16 "
+                "needs 12");
 }
 
 TEST_F(SafetensorsTest, UnsupportedDtype) {
@@ -186,15 +187,13 @@ TEST_F(SafetensorsTest, MalformedEntries) {
               HasSubstr("tensor w: data_offsets [8, 4] are reversed"));
   EXPECT_THAT(error_for(R"({"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":1})"),
               HasSubstr("tensor w: unexpected field `extra`"));
-  EXPECT_THAT(
-      error_for(R"({"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]})"),
-      HasSubstr("tensor w: shape [4294967296,4294967296] overflows 64-bit sizes"));
+  EXPECT_THAT(error_for(R"({"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]})"),
+              HasSubstr("tensor w: shape [4294967296,4294967296] overflows 64-bit sizes"));
 }
 
 TEST_F(SafetensorsTest, DuplicateTensorName) {
-  const std::string header = Header(
-      R"("w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-      R"("w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]})");
+  const std::string header = Header(R"("w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                                    R"("w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]})");
   EXPECT_EQ(ErrorOf(testutil::SerializeRaw(header, std::string(8, '\0'))),
             path_ + ": tensor w: listed twice in the header");
 }
@@ -205,9 +204,9 @@ TEST_F(SafetensorsTest, BadMetadata) {
 }
 
 TEST_F(SafetensorsTest, DataRegionIsAlignedByTheWriter) {
-  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = OpenBytes(testutil::SerializeSafetensors(
-      {testutil::FloatTensor("abc", DType::kF32, {1}, {1}),
-       testutil::FloatTensor("d", DType::kF32, {1}, {2})}));
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = OpenBytes(
+      testutil::SerializeSafetensors({testutil::FloatTensor("abc", DType::kF32, {1}, {1}),
+                                      testutil::FloatTensor("d", DType::kF32, {1}, {2})}));
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(reinterpret_cast<uintptr_t>((*f)->Find("abc")->data) % 8, 0u);
 }

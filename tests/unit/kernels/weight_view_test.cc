@@ -22,8 +22,13 @@ TEST(WeightViewTest, DTypeNamesAndSizes) {
 
 TEST(WeightViewTest, F16BitPatternsWiden) {
   const uint16_t bits[] = {0x3C00, 0xC000, 0x7BFF, 0x0001, 0x0400, 0x3555, 0x8000, 0x7C00, 0xFC00};
-  const float expected[] = {1.0f,        -2.0f,         65504.0f, std::ldexp(1.0f, -24),
-                            std::ldexp(1.0f, -14), 0.333251953125f, -0.0f,
+  const float expected[] = {1.0f,
+                            -2.0f,
+                            65504.0f,
+                            std::ldexp(1.0f, -24),
+                            std::ldexp(1.0f, -14),
+                            0.333251953125f,
+                            -0.0f,
                             std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity()};
   VectorView v{DType::kF16, 9, bits};

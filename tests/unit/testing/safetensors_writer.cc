@@ -107,7 +107,8 @@ std::string SerializeSafetensors(const std::vector<RawTensor>& tensors) {
   for (const RawTensor& t : tensors) {
     const size_t begin = data.size();
     data += t.bytes;
-    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {begin, data.size()}}};
+    header[t.name] = {
+        {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {begin, data.size()}}};
   }
   std::string text = header.dump();
   // Like the reference writer: pad with spaces so the data region is 8-aligned.
@@ -220,13 +221,14 @@ absl::Status WriteRandomCheckpoint(const std::string& dir, const nlohmann::json&
   absl::StatusOr<ModelConfig> parsed = ParseModelConfig(text, dir + "/config.json");
   if (!parsed.ok()) return parsed.status();
   if (absl::Status s = WriteFile(dir + "/config.json", text); !s.ok()) return s;
-  return WriteSafetensors(dir + "/model.safetensors", RandomCheckpointTensors(*parsed, seed, dtype));
+  return WriteSafetensors(dir + "/model.safetensors",
+                          RandomCheckpointTensors(*parsed, seed, dtype));
 }
 
 TempDir::TempDir() {
   const char* base = getenv("TMPDIR");
-  std::string templ = absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp",
-                                   "/loopserve_test_XXXXXX");
+  std::string templ =
+      absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp", "/loopserve_test_XXXXXX");
   // A test cannot run without scratch space; failing loudly here is the point.
   if (mkdtemp(templ.data()) == nullptr) abort();
   path_ = templ;

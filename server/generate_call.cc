@@ -1,0 +1,110 @@
+#include "server/generate_call.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "server/log.h"
+#include "server/request_builder.h"
+
+namespace loopserve {
+namespace {
+
+// The context's deadline on the engine's clock; far-future = none.
+Clock::time_point SteadyDeadline(std::chrono::system_clock::time_point deadline) {
+  const auto now = std::chrono::system_clock::now();
+  if (deadline >= now + std::chrono::hours(24 * 365)) return Clock::time_point::max();
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
+}
+
+}  // namespace
+
+GenerateCall::GenerateCall(ServingState* state, grpc::CallbackServerContext* context,
+                           const v1::GenerateRequest& proto)
+    : state_(state), proto_(proto), deadline_(SteadyDeadline(context->deadline())) {
+  request_id_ = proto.request_id().empty()
+                    ? absl::StrCat("req-", state->next_request_number.fetch_add(1))
+                    : proto.request_id();
+  deployment_ = proto.deployment().empty() ? state->default_deployment : proto.deployment();
+}
+
+absl::Status GenerateCall::Start(RequestCallback callback) {
+  absl::Status status;
+  if (state_->draining.load()) {
+    status = absl::UnavailableError("server is draining; not accepting new requests");
+  } else {
+    absl::ReaderMutexLock lock(&state_->policy_mu);
+    absl::StatusOr<Deployment> deployment = state_->registry->Get(deployment_);
+    absl::StatusOr<BuiltRequest> built =
+        deployment.ok() ? BuildGenerationRequest(proto_, *deployment, state_->model->config,
+                                                 state_->tokenizer)
+                        : absl::StatusOr<BuiltRequest>(deployment.status());
+    if (built.ok()) {
+      policy_label_ = built->policy_label;
+      prompt_tokens_ = static_cast<int64_t>(built->request.prompt.size());
+      SubmitOptions options;
+      options.deployment = deployment_;
+      options.policy_override = built->policy_override;
+      options.deadline = deadline_;
+      absl::StatusOr<int64_t> id =
+          state_->loop->Submit(std::move(built->request), options, std::move(callback));
+      if (id.ok()) {
+        engine_id_.store(*id);
+        if (cancel_requested_.load()) state_->loop->Cancel(*id);
+        return absl::OkStatus();
+      }
+      status = id.status();
+    } else {
+      status = built.status();
+    }
+  }
+  LogInfo("request rejected", {{"request_id", request_id_},
+                               {"deployment", deployment_},
+                               {"status", absl::StatusCodeToString(status.code())},
+                               {"error", std::string(status.message())}});
+  if (state_->metrics != nullptr) state_->metrics->RecordRejected(deployment_, status.code());
+  return status;
+}
+
+void GenerateCall::Cancel() {
+  cancel_requested_.store(true);
+  const int64_t id = engine_id_.load();
+  if (id > 0) state_->loop->Cancel(id);
+}
+
+void GenerateCall::Observe(const RequestEvent& event) {
+  for (const GeneratedToken& t : event.tokens) exit_loops_.push_back(t.exit_loop);
+}
+
+absl::Status GenerateCall::Complete(const RequestEvent& event) {
+  Observe(event);
+  absl::Status status = event.status;
+  if (status.ok() && event.finish_reason == FinishReason::kError) {
+    status = absl::InternalError("generation failed in the engine");
+  }
+  // gRPC cancels the call when its deadline passes; say why.
+  if (absl::IsCancelled(status) && Clock::now() >= deadline_) {
+    status = absl::DeadlineExceededError("request deadline exceeded");
+  }
+  const Usage& u = event.usage;
+  LogInfo("request finished",
+          {{"request_id", request_id_},
+           {"deployment", deployment_},
+           {"policy", policy_label_},
+           {"status", absl::StatusCodeToString(status.code())},
+           {"finish_reason", FinishReasonName(event.finish_reason)},
+           {"prompt_tokens", prompt_tokens_},
+           {"completion_tokens", static_cast<int64_t>(exit_loops_.size())},
+           {"loops", u.loops_executed},
+           {"loops_full_depth", u.loops_full},
+           {"compute_saved", u.ComputeSaved()},
+           {"queue_ms", event.timing.queue_seconds * 1e3},
+           {"ttft_ms", event.timing.first_token_seconds * 1e3},
+           {"e2e_ms", event.timing.total_seconds * 1e3}});
+  if (state_->metrics != nullptr) {
+    state_->metrics->RecordRequest(deployment_, policy_label_, status.code(), event, exit_loops_);
+  }
+  return status;
+}
+
+}  // namespace loopserve

@@ -1,0 +1,119 @@
+#include "server/loopserve_service.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "engine/kv_cache.h"
+#include "nlohmann/json.hpp"
+#include "server/generate_reactors.h"
+#include "server/proto_convert.h"
+
+namespace loopserve {
+namespace {
+
+constexpr char kNoTokenizer[] =
+    "the model has no tokenizer.json: this server works with token ids only";
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+// config.json of the model as compact JSON (empty when unreadable).
+std::string ConfigJson(const std::string& model_dir) {
+  std::ifstream in(std::filesystem::path(model_dir) / "config.json");
+  if (!in) return "";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return nlohmann::json::parse(ss.str()).dump();
+  } catch (const nlohmann::json::exception&) {
+    return "";
+  }
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* LoopServeService::Generate(grpc::CallbackServerContext* context,
+                                                     const v1::GenerateRequest* request,
+                                                     v1::GenerateResponse* response) {
+  return StartGenerate(state_, context, request, response);
+}
+
+grpc::ServerWriteReactor<v1::GenerateStreamResponse>* LoopServeService::GenerateStream(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  return StartGenerateStream(state_, context, request);
+}
+
+grpc::ServerUnaryReactor* LoopServeService::Tokenize(grpc::CallbackServerContext* context,
+                                                     const v1::TokenizeRequest* request,
+                                                     v1::TokenizeResponse* response) {
+  if (state_->tokenizer == nullptr) {
+    return Done(context, grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, kNoTokenizer));
+  }
+  absl::StatusOr<std::vector<int32_t>> ids =
+      state_->tokenizer->Encode(request->text(), request->add_special_tokens());
+  if (!ids.ok()) return Done(context, ToGrpcStatus(ids.status()));
+  response->mutable_ids()->Add(ids->begin(), ids->end());
+  return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* LoopServeService::Detokenize(grpc::CallbackServerContext* context,
+                                                       const v1::DetokenizeRequest* request,
+                                                       v1::DetokenizeResponse* response) {
+  if (state_->tokenizer == nullptr) {
+    return Done(context, grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, kNoTokenizer));
+  }
+  const int64_t vocab = state_->model->config.vocab_size;
+  for (int i = 0; i < request->ids_size(); ++i) {
+    if (request->ids(i) < 0 || request->ids(i) >= vocab) {
+      return Done(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                        absl::StrCat("ids[", i, "] = ", request->ids(i),
+                                                     " outside vocabulary [0, ", vocab, ")")));
+    }
+  }
+  absl::StatusOr<std::string> text = state_->tokenizer->Decode(
+      std::vector<int32_t>(request->ids().begin(), request->ids().end()));
+  if (!text.ok()) return Done(context, ToGrpcStatus(text.status()));
+  response->set_text(*text);
+  return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* LoopServeService::ListDeployments(
+    grpc::CallbackServerContext* context, const v1::ListDeploymentsRequest* /*request*/,
+    v1::ListDeploymentsResponse* response) {
+  for (const Deployment& d : state_->registry->List()) ToProto(d, response->add_deployments());
+  response->set_default_deployment(state_->default_deployment);
+  return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* LoopServeService::ModelInfo(grpc::CallbackServerContext* context,
+                                                      const v1::ModelInfoRequest* /*request*/,
+                                                      v1::ModelInfoResponse* response) {
+  const LoadedModel& model = *state_->model;
+  const ModelConfig& c = model.config;
+  response->set_model_dir(model.dir);
+  response->set_config_json(ConfigJson(model.dir));
+  response->set_num_loops(c.num_loops);
+  response->set_num_prelude_layers(c.num_prelude_layers);
+  response->set_num_recurrent_layers(c.num_recurrent_layers);
+  response->set_num_coda_layers(c.num_coda_layers);
+  response->set_num_experts(c.num_experts);
+  response->set_num_experts_per_tok(c.num_experts_per_tok);
+  response->set_vocab_size(c.vocab_size);
+  response->set_parameters(CountParameters(model.weights));
+  response->set_weight_bytes(WeightBytes(model.weights));
+  response->set_kv_bytes_per_token(KvCache::BytesPerToken(c));
+  // Fixed after the engine is created, so reading from a gRPC thread is safe.
+  const KvCache& kv = state_->loop->engine().kv_cache();
+  response->set_kv_blocks_total(kv.num_blocks());
+  response->set_kv_block_size(kv.block_size());
+  response->set_has_tokenizer(state_->tokenizer != nullptr);
+  response->set_backend(state_->backend);
+  return Done(context, grpc::Status::OK);
+}
+
+}  // namespace loopserve

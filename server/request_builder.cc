@@ -1,0 +1,159 @@
+#include "server/request_builder.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace loopserve {
+namespace {
+
+absl::Status ApplySampling(const v1::SamplingParams& proto, SamplingParams& params) {
+  if (proto.has_temperature()) params.temperature = proto.temperature();
+  if (proto.has_top_k()) params.top_k = proto.top_k();
+  if (proto.has_top_p()) params.top_p = proto.top_p();
+  if (proto.has_seed()) params.seed = proto.seed();
+  if (proto.logprobs() != 0) params.logprobs = proto.logprobs();
+  if (absl::Status s = ValidateSamplingParams(params); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling: ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+bool HasAnyOverride(const v1::ExitOverride& o) {
+  return o.has_criterion() || o.has_threshold() || o.has_min_loops() || o.has_max_loops() ||
+         o.has_kv_fill();
+}
+
+absl::Status ApplyOverride(const v1::ExitOverride& o, const ModelConfig& config,
+                           ExitPolicy& policy) {
+  if (o.has_criterion()) {
+    absl::StatusOr<ExitCriterion> c = ParseExitCriterion(o.criterion());
+    if (!c.ok()) return absl::InvalidArgumentError(absl::StrCat("exit_override.criterion: ",
+                                                                c.status().message()));
+    policy.criterion = *c;
+  }
+  if (o.has_threshold()) policy.threshold = o.threshold();
+  if (o.has_min_loops()) policy.min_loops = o.min_loops();
+  if (o.has_max_loops()) policy.max_loops = o.max_loops();
+  if (o.has_kv_fill()) {
+    absl::StatusOr<KvFill> f = ParseKvFill(o.kv_fill());
+    if (!f.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("exit_override.kv_fill: ", f.status().message()));
+    }
+    policy.kv_fill = *f;
+  }
+  if (absl::Status s = ValidateExitPolicy(policy, config); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("exit_override: ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyPrompt(const v1::GenerateRequest& proto, const TextTokenizer* tokenizer,
+                         std::vector<int32_t>& prompt) {
+  switch (proto.prompt_case()) {
+    case v1::GenerateRequest::kTokenIds:
+      prompt.assign(proto.token_ids().ids().begin(), proto.token_ids().ids().end());
+      break;
+    case v1::GenerateRequest::kText: {
+      if (tokenizer == nullptr) {
+        return absl::FailedPreconditionError(
+            "text prompt needs a tokenizer, and the model has no tokenizer.json: send token_ids");
+      }
+      absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(proto.text(), true);
+      if (!ids.ok()) return ids.status();
+      prompt = *std::move(ids);
+      break;
+    }
+    case v1::GenerateRequest::PROMPT_NOT_SET:
+      return absl::InvalidArgumentError("prompt is required: set `text` or `token_ids`");
+  }
+  if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
+  return absl::OkStatus();
+}
+
+absl::Status ApplyStops(const v1::GenerateRequest& proto, const ModelConfig& config,
+                        const TextTokenizer* tokenizer, std::vector<int32_t>& stop_ids) {
+  for (int i = 0; i < proto.stop_token_ids_size(); ++i) {
+    const int32_t id = proto.stop_token_ids(i);
+    if (id < 0 || id >= config.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("stop_token_ids[", i, "] = ", id,
+                                                     " outside vocabulary [0, ",
+                                                     config.vocab_size, ")"));
+    }
+    stop_ids.push_back(id);
+  }
+  if (proto.stop_size() == 0) return absl::OkStatus();
+  if (tokenizer == nullptr) {
+    return absl::FailedPreconditionError(
+        "stop sequences need a tokenizer, and the model has no tokenizer.json: use "
+        "stop_token_ids");
+  }
+  // The engine stops on single ids; a stop string that is one token maps to
+  // it. Multi-token stop strings need text-level matching (not yet built).
+  for (int i = 0; i < proto.stop_size(); ++i) {
+    absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(proto.stop(i), false);
+    if (!ids.ok()) return ids.status();
+    if (ids->size() != 1) {
+      return absl::UnimplementedError(absl::StrCat(
+          "stop[", i, "]: stop sequences longer than one token are not supported yet"));
+    }
+    stop_ids.push_back((*ids)[0]);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string PolicyLabel(const ExitPolicy& policy) {
+  std::string label = ExitCriterionName(policy.criterion);
+  if (policy.criterion != ExitCriterion::kNever) absl::StrAppend(&label, ":", policy.threshold);
+  return label;
+}
+
+std::string PolicyLabel(const Deployment& deployment) {
+  return deployment.policy_name.empty() ? PolicyLabel(deployment.policy) : deployment.policy_name;
+}
+
+absl::StatusOr<BuiltRequest> BuildGenerationRequest(const v1::GenerateRequest& proto,
+                                                    const Deployment& deployment,
+                                                    const ModelConfig& config,
+                                                    const TextTokenizer* tokenizer) {
+  BuiltRequest out;
+  GenerationRequest& r = out.request;
+  if (absl::Status s = ApplyPrompt(proto, tokenizer, r.prompt); !s.ok()) return s;
+  const int max_prompt = deployment.limits.max_prompt_tokens;
+  if (max_prompt > 0 && static_cast<int64_t>(r.prompt.size()) > max_prompt) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt has ", r.prompt.size(),
+                                                   " tokens; deployment `", deployment.name,
+                                                   "` allows at most ", max_prompt));
+  }
+  r.max_tokens = proto.has_max_tokens() ? proto.max_tokens() : deployment.default_max_tokens;
+  if (r.max_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_tokens must be >= 1, got ", r.max_tokens));
+  }
+  if (r.max_tokens > deployment.limits.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens ", r.max_tokens,
+                                                   " exceeds deployment `", deployment.name,
+                                                   "` limit of ", deployment.limits.max_tokens));
+  }
+  if (absl::Status s = ApplyStops(proto, config, tokenizer, r.stop_token_ids); !s.ok()) return s;
+  r.sampling = deployment.default_sampling;
+  if (absl::Status s = ApplySampling(proto.sampling(), r.sampling); !s.ok()) return s;
+  r.policy = deployment.policy;
+  out.policy_label = PolicyLabel(deployment);
+  if (proto.has_exit_override() && HasAnyOverride(proto.exit_override())) {
+    if (!deployment.limits.allow_exit_overrides) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "deployment `", deployment.name,
+          "` does not allow exit overrides (limits.allow_exit_overrides is false)"));
+    }
+    if (absl::Status s = ApplyOverride(proto.exit_override(), config, r.policy); !s.ok()) return s;
+    out.policy_override = true;
+    // One label for every override: a client-chosen threshold must not
+    // create unbounded metric series.
+    out.policy_label = "override";
+  }
+  return out;
+}
+
+}  // namespace loopserve

@@ -1,0 +1,220 @@
+#include "server/server.h"
+
+#include <chrono>
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/engine.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "nlohmann/json.hpp"
+#include "server/log.h"
+
+namespace loopserve {
+namespace {
+
+constexpr char kLoopServeService[] = "loopserve.v1.LoopServe";
+
+std::string ModelName(const std::string& dir) {
+  std::filesystem::path p(dir);
+  if (!p.has_filename()) p = p.parent_path();  // "models/demo/"
+  return p.filename().string();
+}
+
+// "host:0" with the port gRPC chose.
+std::string BoundAddress(const std::string& requested, int port) {
+  const size_t colon = requested.rfind(':');
+  const std::string host = colon == std::string::npos ? requested : requested.substr(0, colon);
+  return absl::StrCat(host, ":", port);
+}
+
+absl::Status AddDeployments(const ServerConfig& config, const ModelConfig& model,
+                            const std::map<std::string, ExitPolicy>& named,
+                            DeploymentRegistry& registry) {
+  if (config.deployments.empty()) {
+    Deployment d;
+    d.name = "default";
+    return registry.Add(std::move(d));
+  }
+  for (size_t i = 0; i < config.deployments.size(); ++i) {
+    absl::StatusOr<Deployment> d = DeploymentFromJson(config.deployments[i], model, named);
+    if (!d.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("server config: deployments[", i, "]: ", d.status().message()));
+    }
+    if (absl::Status s = registry.Add(*std::move(d)); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("server config: deployments[", i, "]: ",
+                                                     s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config) {
+  if (absl::Status s = ValidateServerConfig(config); !s.ok()) return s;
+  std::unique_ptr<Server> server(new Server(config));
+  if (absl::Status s = server->Init(); !s.ok()) return s;
+  return server;
+}
+
+absl::Status Server::Init() {
+  std::string backend = config_.backend;
+  if (backend != "cpu") {
+    LogWarning("the CUDA backend is not available in this build; falling back to cpu",
+               {{"requested_backend", backend}});
+    backend = "cpu";
+  }
+  absl::StatusOr<std::shared_ptr<const LoadedModel>> model = LoadModel(config_.model_dir);
+  if (!model.ok()) return model.status();
+  const ModelConfig& mc = (*model)->config;
+  for (const std::string& field : mc.unknown_fields) {
+    LogWarning("config.json: unknown field ignored", {{"field", field}});
+  }
+  absl::StatusOr<std::map<std::string, ExitPolicy>> named =
+      LoadNamedPolicies(config_.model_dir, mc);
+  if (!named.ok()) return named.status();
+
+  registry_ = std::make_unique<DeploymentRegistry>(mc);
+  if (absl::Status s = AddDeployments(config_, mc, *named, *registry_); !s.ok()) return s;
+  std::string default_deployment = config_.default_deployment;
+  if (default_deployment.empty()) default_deployment = registry_->List().front().name;
+  if (!registry_->Get(default_deployment).ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server config: field `default_deployment`: no deployment `", default_deployment, "`"));
+  }
+
+  EngineOptions eo;
+  eo.num_threads = config_.num_threads;
+  eo.block_size = config_.block_size;
+  eo.kv_cache_bytes = config_.kv_cache_bytes;
+  eo.scheduler.max_batch_tokens = config_.max_batch_tokens;
+  eo.scheduler.max_num_seqs = config_.max_num_seqs;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(*model, eo);
+  if (!engine.ok()) return engine.status();
+
+  if (!config_.metrics_address.empty()) {
+    absl::StatusOr<std::unique_ptr<ServerMetrics>> metrics =
+        ServerMetrics::Create(config_.metrics_address, ModelName(config_.model_dir), mc.num_loops);
+    if (!metrics.ok()) return metrics.status();
+    metrics_ = *std::move(metrics);
+  }
+  EngineLoopOptions lo;
+  lo.max_queued_requests = config_.max_queued_requests;
+  loop_ = std::make_unique<EngineLoop>(*std::move(engine), lo);
+  if (metrics_ != nullptr) {
+    ServerMetrics* metrics = metrics_.get();
+    loop_->SetStepObserver([metrics](const StepStats& stats) { metrics->ObserveStep(stats); });
+  }
+
+  state_.model = *model;
+  state_.registry = registry_.get();
+  state_.loop = loop_.get();
+  state_.metrics = metrics_.get();
+  state_.default_deployment = default_deployment;
+  state_.backend = backend;
+  loopserve_service_ = std::make_unique<LoopServeService>(&state_);
+  admin_service_ = std::make_unique<AdminService>(
+      &state_, [this](double grace, std::function<void(int64_t)> done) {
+        DrainAsync(grace, std::move(done));
+      });
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config_.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(loopserve_service_.get());
+  builder.RegisterService(admin_service_.get());
+  grpc_server_ = builder.BuildAndStart();
+  if (grpc_server_ == nullptr || port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("server config: field `listen_address`: cannot listen on ",
+                     config_.listen_address));
+  }
+  address_ = BoundAddress(config_.listen_address, port);
+  SetServing(true);
+
+  std::vector<std::string> names;
+  for (const Deployment& d : registry_->List()) names.push_back(d.name);
+  LogInfo("server started",
+          {{"address", address_},
+           {"metrics_address", metrics_address()},
+           {"model_dir", config_.model_dir},
+           {"backend", backend},
+           {"deployments", names},
+           {"default_deployment", default_deployment},
+           {"kv_blocks_total", loop_->engine().kv_cache().num_blocks()},
+           {"kv_block_size", loop_->engine().kv_cache().block_size()}});
+  return absl::OkStatus();
+}
+
+std::string Server::metrics_address() const {
+  return metrics_ != nullptr ? metrics_->address() : "";
+}
+
+void Server::SetServing(bool serving) {
+  grpc::HealthCheckServiceInterface* health = grpc_server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus("", serving);
+  health->SetServingStatus(kLoopServeService, serving);
+}
+
+int64_t Server::Drain(double grace_seconds) {
+  absl::MutexLock lock(&drain_mu_);
+  state_.draining.store(true);
+  SetServing(false);
+  LogInfo("draining", {{"grace_seconds", grace_seconds}, {"in_flight", loop_->in_flight()}});
+  const auto until = std::chrono::steady_clock::now() +
+                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                         std::chrono::duration<double>(grace_seconds));
+  while (loop_->in_flight() > 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const int64_t cancelled = loop_->in_flight();
+  loop_->Drain(std::chrono::milliseconds(0));  // cancels what is left, waits for it
+  LogInfo("drained", {{"cancelled", cancelled}});
+  return cancelled;
+}
+
+void Server::DrainAsync(double grace_seconds, std::function<void(int64_t)> done) {
+  absl::MutexLock lock(&threads_mu_);
+  drain_threads_.emplace_back(
+      [this, grace_seconds, done = std::move(done)] { done(Drain(grace_seconds)); });
+}
+
+void Server::Shutdown() {
+  std::vector<std::thread> threads;
+  {
+    absl::MutexLock lock(&threads_mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  Drain(config_.drain_grace_seconds);
+  {
+    absl::MutexLock lock(&threads_mu_);
+    threads.swap(drain_threads_);
+  }
+  for (std::thread& t : threads) t.join();
+  threads.clear();
+  // Nothing is in flight now; the deadline only bounds stray calls.
+  grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  {
+    absl::MutexLock lock(&threads_mu_);
+    threads.swap(drain_threads_);  // an Admin.Drain that raced with the shutdown
+  }
+  for (std::thread& t : threads) {
+    if (t.joinable()) t.join();
+  }
+  LogInfo("server stopped");
+}
+
+Server::~Server() {
+  if (grpc_server_ != nullptr) Shutdown();
+}
+
+}  // namespace loopserve

@@ -1,0 +1,66 @@
+// The loopserve server: loads the model, builds the deployments, runs the
+// engine on its own thread (EngineLoop), exposes metrics, and serves
+// LoopServe, Admin, grpc.health.v1 and reflection over gRPC. Drain and
+// Shutdown stop admitting, let in-flight requests finish within a grace
+// period, cancel the rest, then stop gRPC.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "grpcpp/server.h"
+#include "server/admin_service.h"
+#include "server/loopserve_service.h"
+#include "server/server_config.h"
+#include "server/serving_state.h"
+
+namespace loopserve {
+
+class Server {
+ public:
+  // Loads and starts serving; errors name the config field, file or address.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerConfig& config);
+  ~Server();  // Shutdown() if not done yet
+
+  // The bound "host:port" (the real port when the config asked for 0).
+  const std::string& address() const { return address_; }
+  // The metrics exposer's bound "host:port" ("" when metrics are off).
+  std::string metrics_address() const;
+
+  // Health NOT_SERVING, new requests UNAVAILABLE, waits up to
+  // `grace_seconds` for in-flight requests, cancels the rest; returns how
+  // many it cancelled. Blocking; drains run one at a time.
+  int64_t Drain(double grace_seconds);
+  // Drain with the configured grace, then stops gRPC. Idempotent.
+  void Shutdown();
+
+ private:
+  explicit Server(ServerConfig config) : config_(std::move(config)) {}
+  absl::Status Init();
+  void SetServing(bool serving);
+  void DrainAsync(double grace_seconds, std::function<void(int64_t)> done);
+
+  ServerConfig config_;
+  std::string address_;
+  // Declaration order is destruction order reversed: gRPC goes first, the
+  // engine loop (whose observer feeds metrics) before the metrics.
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<DeploymentRegistry> registry_;
+  std::unique_ptr<EngineLoop> loop_;
+  ServingState state_;
+  std::unique_ptr<LoopServeService> loopserve_service_;
+  std::unique_ptr<AdminService> admin_service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+
+  absl::Mutex drain_mu_;  // one drain at a time
+  absl::Mutex threads_mu_;
+  std::vector<std::thread> drain_threads_ ABSL_GUARDED_BY(threads_mu_);
+  bool shut_down_ ABSL_GUARDED_BY(threads_mu_) = false;
+};
+
+}  // namespace loopserve

@@ -1,0 +1,37 @@
+// What the gRPC services share: the loaded model, the deployment registry,
+// the engine loop, metrics and the (optional) tokenizer. Owned by Server;
+// the services hold a pointer and never outlive it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "engine/deployment.h"
+#include "engine/engine_loop.h"
+#include "engine/model_weights.h"
+#include "server/metrics.h"
+#include "server/text_tokenizer.h"
+
+namespace loopserve {
+
+struct ServingState {
+  std::shared_ptr<const LoadedModel> model;
+  DeploymentRegistry* registry = nullptr;
+  EngineLoop* loop = nullptr;
+  ServerMetrics* metrics = nullptr;          // null when metrics are off
+  const TextTokenizer* tokenizer = nullptr;  // null: the model has no tokenizer.json
+  std::string default_deployment;
+  std::string backend;  // the backend actually running
+  // Set when a drain begins: new requests get UNAVAILABLE at the edge.
+  std::atomic<bool> draining{false};
+  // Readers: reading a deployment and submitting its request; writer: a
+  // policy change (registry + engine). So a request either sees the new
+  // policy or is already in the engine when the engine applies it.
+  absl::Mutex policy_mu;
+  std::atomic<int64_t> next_request_number{1};
+};
+
+}  // namespace loopserve
