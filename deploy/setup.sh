@@ -13,8 +13,9 @@ PACKAGES=(
   libabsl-dev nlohmann-json3-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libpcre2-dev  # tokenizer pre-tokenizer regex (engine/pretokenizer)
   # reference, fixtures and the PyTorch side of the benchmarks
-  python3 python3-numpy
+  python3 python3-numpy python3-regex  # python3-regex: tests/reference/bpe_tokenizer.py
 )
 if [[ "${LOOPSERVE_WITH_TORCH:-0}" == "1" ]]; then PACKAGES+=(python3-torch); fi
 

@@ -82,9 +82,15 @@ absl::Status GenerateCall::Complete(const RequestEvent& event) {
   if (status.ok() && event.finish_reason == FinishReason::kError) {
     status = absl::InternalError("generation failed in the engine");
   }
-  // gRPC cancels the call when its deadline passes; say why.
-  if (absl::IsCancelled(status) && Clock::now() >= deadline_) {
-    status = absl::DeadlineExceededError("request deadline exceeded");
+  if (absl::IsCancelled(status)) {
+    if (Clock::now() >= deadline_) {
+      // gRPC cancels the call when its deadline passes; say why.
+      status = absl::DeadlineExceededError("request deadline exceeded");
+    } else if (!cancel_requested_.load() && state_->draining.load()) {
+      // Cut off by a drain: retryable on another replica.
+      status = absl::UnavailableError(
+          "server is draining; request cancelled at the end of the grace period");
+    }
   }
   const Usage& u = event.usage;
   LogInfo("request finished",

@@ -115,8 +115,9 @@ void ServerMetrics::Impl::BuildFamilies() {
               .Register(r);
   tpot = &prometheus::BuildHistogram()
               .Name("loopserve_time_per_output_token_seconds")
-              .Help("Mean gap between generated tokens after the first, per request "
-                    "with at least two tokens.")
+              .Help(
+                  "Mean gap between generated tokens after the first, per request "
+                  "with at least two tokens.")
               .Register(r);
   duration = &prometheus::BuildHistogram()
                   .Name("loopserve_request_duration_seconds")
@@ -132,8 +133,9 @@ void ServerMetrics::Impl::BuildFamilies() {
                    .Register(r);
   requests = &prometheus::BuildCounter()
                   .Name("loopserve_requests_total")
-                  .Help("Requests by final status (gRPC code name) and finish reason; "
-                        "refused requests have finish_reason=\"none\" and policy=\"\".")
+                  .Help(
+                      "Requests by final status (gRPC code name) and finish reason; "
+                      "refused requests have finish_reason=\"none\" and policy=\"\".")
                   .Register(r);
   prompt_tokens = &prometheus::BuildCounter()
                        .Name("loopserve_prompt_tokens_total")
@@ -147,10 +149,11 @@ void ServerMetrics::Impl::BuildFamilies() {
                         .Name("loopserve_loops_executed_total")
                         .Help("Recurrent-block passes run, over prompt and generated tokens.")
                         .Register(r);
-  loops_skipped = &prometheus::BuildCounter()
-                       .Name("loopserve_loops_skipped_total")
-                       .Help("Recurrent-block passes skipped by early exit (full depth - executed).")
-                       .Register(r);
+  loops_skipped =
+      &prometheus::BuildCounter()
+           .Name("loopserve_loops_skipped_total")
+           .Help("Recurrent-block passes skipped by early exit (full depth - executed).")
+           .Register(r);
   flops_done = &prometheus::BuildCounter()
                     .Name("loopserve_flops_done_total")
                     .Help("FLOPs actually spent, exit checks included.")
@@ -233,8 +236,8 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(
   }
   const size_t colon = listen_address.rfind(':');
   if (colon == std::string::npos || colon + 1 == listen_address.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metrics: listen address `", listen_address, "` is not host:port (e.g. 0.0.0.0:9464)"));
+    return absl::InvalidArgumentError(absl::StrCat("metrics: listen address `", listen_address,
+                                                   "` is not host:port (e.g. 0.0.0.0:9464)"));
   }
   auto impl = std::make_unique<Impl>();
   impl->model = model_name;
@@ -243,7 +246,7 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(
   impl->registry = std::make_shared<prometheus::Registry>();
   impl->BuildFamilies();
   try {
-    // civetweb takes "host:port"; one worker is plenty for a scrape every few seconds.
+    // civetweb takes "host:port"; two workers: a scrape never waits behind a slow one.
     impl->exposer = std::make_unique<prometheus::Exposer>(listen_address, /*num_threads=*/2);
   } catch (const std::exception& e) {
     return absl::UnavailableError(
@@ -260,7 +263,8 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(
 ServerMetrics::ServerMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 ServerMetrics::~ServerMetrics() {
-  // Stop serving scrapes before the registry and series go away.
+  // Stop serving scrapes before the registry and series go away. (civetweb's
+  // shutdown takes ~2 s once it has served a connection.)
   if (impl_ != nullptr) impl_->exposer.reset();
 }
 
@@ -291,8 +295,8 @@ void ServerMetrics::RecordRequest(const std::string& deployment, const std::stri
   const bool scheduled = timing.queue_seconds > 0 || !exit_loops.empty() ||
                          usage.completion_tokens > 0 || usage.loops_executed > 0;
   if (scheduled) s.queue_wait->Observe(std::max(0.0, timing.queue_seconds));
-  const int64_t generated = std::max<int64_t>(usage.completion_tokens,
-                                              static_cast<int64_t>(exit_loops.size()));
+  const int64_t generated =
+      std::max<int64_t>(usage.completion_tokens, static_cast<int64_t>(exit_loops.size()));
   if (generated >= 1) s.ttft->Observe(std::max(0.0, timing.first_token_seconds));
   if (generated >= 2) s.tpot->Observe(std::max(0.0, timing.per_token_seconds));
 

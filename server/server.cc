@@ -201,8 +201,10 @@ void Server::Shutdown() {
   }
   for (std::thread& t : threads) t.join();
   threads.clear();
-  // Nothing is in flight now; the deadline only bounds stray calls.
-  grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // Nothing is in flight now: cancel stray calls (health Watch streams) at
+  // once. A later deadline would also wait for idle client connections,
+  // which clients keep open, to close by themselves.
+  grpc_server_->Shutdown(std::chrono::system_clock::now());
   {
     absl::MutexLock lock(&threads_mu_);
     threads.swap(drain_threads_);  // an Admin.Drain that raced with the shutdown

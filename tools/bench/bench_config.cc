@@ -49,9 +49,12 @@ absl::StatusOr<LengthSpec> ReadLength(const char* flag, double mean, const std::
 
 const char* LengthDistName(LengthDist dist) {
   switch (dist) {
-    case LengthDist::kFixed: return "fixed";
-    case LengthDist::kUniform: return "uniform";
-    case LengthDist::kExponential: return "exponential";
+    case LengthDist::kFixed:
+      return "fixed";
+    case LengthDist::kUniform:
+      return "uniform";
+    case LengthDist::kExponential:
+      return "exponential";
   }
   return "unknown";
 }
@@ -92,7 +95,8 @@ absl::StatusOr<BenchConfig> ConfigFromFlags() {
   }
   if (c.warmup < 0) return absl::InvalidArgumentError("--warmup must be >= 0");
   if (c.vocab < 0) return absl::InvalidArgumentError("--vocab must be >= 0");
-  if (!(c.request_timeout_s > 0)) return absl::InvalidArgumentError("--request_timeout must be > 0");
+  if (!(c.request_timeout_s > 0))
+    return absl::InvalidArgumentError("--request_timeout must be > 0");
   if (c.max_inflight < 1) return absl::InvalidArgumentError("--max_inflight must be >= 1");
   return c;
 }

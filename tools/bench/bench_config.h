@@ -22,11 +22,11 @@ struct BenchConfig {
   int concurrency = 1;     // closed loop: clients sending back to back
   double rate = 0;         // > 0: open loop, Poisson arrivals at `rate` requests/s
   int64_t num_requests = 100;
-  double duration_s = 0;   // 0 = no time limit (stop after num_requests)
-  int warmup = 0;          // sequential requests before measuring, not counted
+  double duration_s = 0;  // 0 = no time limit (stop after num_requests)
+  int warmup = 0;         // sequential requests before measuring, not counted
   LengthSpec prompt_len{32, LengthDist::kFixed};
   LengthSpec max_tokens{32, LengthDist::kFixed};
-  int64_t vocab = 0;       // 0 = ModelInfo.vocab_size
+  int64_t vocab = 0;  // 0 = ModelInfo.vocab_size
   bool stream = false;
   double temperature = -1;  // < 0 = deployment default
   uint64_t seed = 1;

@@ -11,6 +11,13 @@ namespace {
 
 using BenchClock = std::chrono::steady_clock;
 
+// gRPC deadlines take system_clock time points.
+std::chrono::system_clock::time_point DeadlineIn(double seconds) {
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(
+             std::chrono::duration<double>(seconds));
+}
+
 double Seconds(BenchClock::time_point from, BenchClock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
@@ -47,7 +54,7 @@ absl::StatusOr<ServerInfo> BenchClient::FetchServerInfo() {
   ServerInfo info;
   {
     grpc::ClientContext ctx;
-    ctx.set_deadline(BenchClock::now() + std::chrono::seconds(10));
+    ctx.set_deadline(DeadlineIn(10));
     ctx.set_wait_for_ready(true);
     v1::ModelInfoResponse model;
     grpc::Status s = stub_->ModelInfo(&ctx, v1::ModelInfoRequest(), &model);
@@ -57,7 +64,7 @@ absl::StatusOr<ServerInfo> BenchClient::FetchServerInfo() {
     info.backend = model.backend();
   }
   grpc::ClientContext ctx;
-  ctx.set_deadline(BenchClock::now() + std::chrono::seconds(10));
+  ctx.set_deadline(DeadlineIn(10));
   v1::ListDeploymentsResponse list;
   grpc::Status s = stub_->ListDeployments(&ctx, v1::ListDeploymentsRequest(), &list);
   if (!s.ok()) return FromGrpc(s, "ListDeployments");
@@ -65,7 +72,7 @@ absl::StatusOr<ServerInfo> BenchClient::FetchServerInfo() {
   for (const v1::DeploymentInfo& d : list.deployments()) {
     if (d.name() != info.deployment) continue;
     const v1::ExitPolicy& p = d.exit_policy();
-    info.policy = !d.policy_name().empty() ? d.policy_name()
+    info.policy = !d.policy_name().empty()   ? d.policy_name()
                   : p.criterion() == "never" ? "never"
                                              : absl::StrCat(p.criterion(), ":", p.threshold());
     info.max_prompt_tokens = d.max_prompt_tokens();
@@ -98,8 +105,7 @@ RequestResult BenchClient::SendUnary(const v1::GenerateRequest& request) {
   RequestResult r;
   grpc::ClientContext ctx;
   const auto start = BenchClock::now();
-  ctx.set_deadline(start + std::chrono::duration_cast<BenchClock::duration>(
-                               std::chrono::duration<double>(config_.request_timeout_s)));
+  ctx.set_deadline(DeadlineIn(config_.request_timeout_s));
   v1::GenerateResponse response;
   const grpc::Status s = stub_->Generate(&ctx, request, &response);
   r.e2e_s = Seconds(start, BenchClock::now());
@@ -116,8 +122,7 @@ RequestResult BenchClient::SendStream(const v1::GenerateRequest& request) {
   RequestResult r;
   grpc::ClientContext ctx;
   const auto start = BenchClock::now();
-  ctx.set_deadline(start + std::chrono::duration_cast<BenchClock::duration>(
-                               std::chrono::duration<double>(config_.request_timeout_s)));
+  ctx.set_deadline(DeadlineIn(config_.request_timeout_s));
   std::unique_ptr<grpc::ClientReader<v1::GenerateStreamResponse>> reader =
       stub_->GenerateStream(&ctx, request);
   v1::GenerateStreamResponse message;

@@ -2,10 +2,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
-
-#include "absl/synchronization/mutex.h"
 
 namespace loopserve::bench {
 namespace {
@@ -17,10 +17,9 @@ class Budget {
  public:
   Budget(const BenchConfig& config, BenchClock::time_point start)
       : num_requests_(config.num_requests),
-        end_(config.duration_s > 0
-                 ? start + std::chrono::duration_cast<BenchClock::duration>(
-                               std::chrono::duration<double>(config.duration_s))
-                 : BenchClock::time_point::max()) {}
+        end_(config.duration_s > 0 ? start + std::chrono::duration_cast<BenchClock::duration>(
+                                                 std::chrono::duration<double>(config.duration_s))
+                                   : BenchClock::time_point::max()) {}
   bool Allows(int64_t index, BenchClock::time_point now) const {
     return (num_requests_ == 0 || index < num_requests_) && now < end_;
   }
@@ -54,7 +53,8 @@ double RunClosedLoop(const BenchConfig& config, const Workload& workload, BenchC
 double RunOpenLoop(const BenchConfig& config, const Workload& workload, BenchClient& client,
                    StatsCollector& stats) {
   Workload::Arrivals arrivals = workload.MakeArrivals();
-  absl::Mutex mu;
+  std::mutex mu;
+  std::condition_variable below_cap;
   int inflight = 0;
   std::vector<std::thread> senders;
   const auto start = BenchClock::now();
@@ -68,17 +68,15 @@ double RunOpenLoop(const BenchConfig& config, const Workload& workload, BenchCli
     {
       // Past the cap the generator falls behind the schedule (reported as a
       // lower achieved rate) rather than spawning without bound.
-      absl::MutexLock lock(&mu);
-      const int cap = config.max_inflight;
-      mu.Await(absl::Condition(
-          +[](std::pair<int*, int>* a) { return *a->first < a->second; },
-          new std::pair<int*, int>(&inflight, cap)));
+      std::unique_lock<std::mutex> lock(mu);
+      below_cap.wait(lock, [&] { return inflight < config.max_inflight; });
       ++inflight;
     }
     senders.emplace_back([&, index] {
       stats.Add(client.Send(workload.Make(index)));
-      absl::MutexLock lock(&mu);
+      std::lock_guard<std::mutex> lock(mu);
       --inflight;
+      below_cap.notify_one();
     });
   }
   for (std::thread& t : senders) t.join();

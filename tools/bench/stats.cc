@@ -95,8 +95,7 @@ BenchReport StatsCollector::Finish(double wall_s) const {
   return report;
 }
 
-std::string FormatText(const BenchConfig& config, const ServerInfo& server,
-                       const BenchReport& r) {
+std::string FormatText(const BenchConfig& config, const ServerInfo& server, const BenchReport& r) {
   std::string out = absl::StrFormat(
       "loopserve-bench  target %s  deployment %s (policy %s)  backend %s  loops %d\n"
       "  mode %s  %s  prompt %.0f (%s)  max_tokens %.0f (%s)\n",
@@ -106,8 +105,7 @@ std::string FormatText(const BenchConfig& config, const ServerInfo& server,
                       : absl::StrFormat("closed loop concurrency %d", config.concurrency),
       config.prompt_len.mean, LengthDistName(config.prompt_len.dist), config.max_tokens.mean,
       LengthDistName(config.max_tokens.dist));
-  absl::StrAppendFormat(&out, "requests %d  ok %d  failed %d", r.requests, r.ok,
-                        r.requests - r.ok);
+  absl::StrAppendFormat(&out, "requests %d  ok %d  failed %d", r.requests, r.ok, r.requests - r.ok);
   for (const auto& [code, n] : r.failed_by_code) absl::StrAppendFormat(&out, "  %s=%d", code, n);
   out += "\n";
   if (!r.first_error.empty()) absl::StrAppendFormat(&out, "  first error: %s\n", r.first_error);
@@ -119,8 +117,7 @@ std::string FormatText(const BenchConfig& config, const ServerInfo& server,
   out += PercentilesLine("TTFT", r.ttft_s);
   out += PercentilesLine("TPOT", r.tpot_s);
   out += PercentilesLine("e2e", r.e2e_s);
-  absl::StrAppendFormat(&out,
-                        "loops/token %.2f of %d  compute_saved %.3f  loops skipped %.3f\n",
+  absl::StrAppendFormat(&out, "loops/token %.2f of %d  compute_saved %.3f  loops skipped %.3f\n",
                         r.mean_loops_per_token, server.num_loops, r.compute_saved,
                         r.loops_skipped_share);
   return out;

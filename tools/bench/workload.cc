@@ -17,15 +17,16 @@ Workload::Workload(const BenchConfig& config, int64_t vocab, int max_prompt_toke
 int Workload::DrawLength(const LengthSpec& spec, int limit, std::mt19937_64& rng) {
   double value = spec.mean;
   switch (spec.dist) {
-    case LengthDist::kFixed: break;
+    case LengthDist::kFixed:
+      break;
     case LengthDist::kUniform: {
       const int64_t hi = std::max<int64_t>(1, std::llround(2 * spec.mean - 1));
       value = static_cast<double>(std::uniform_int_distribution<int64_t>(1, hi)(rng));
       break;
     }
     case LengthDist::kExponential:
-      value = spec.mean > 1 ? 1 + std::exponential_distribution<double>(1 / (spec.mean - 1))(rng)
-                            : 1;
+      value =
+          spec.mean > 1 ? 1 + std::exponential_distribution<double>(1 / (spec.mean - 1))(rng) : 1;
       break;
   }
   int64_t n = std::max<int64_t>(1, std::llround(value));

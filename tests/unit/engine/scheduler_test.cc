@@ -223,8 +223,8 @@ TEST(Scheduler, PrefillShrinksToTheFreeBlocksWithoutPreempting) {
   EXPECT_EQ(chunks[0].seq, a);
   EXPECT_EQ(chunks[1].seq, b);
   // a's decode fits a's first block; b's 5 tokens would need 3 blocks, so
-  // its chunk shrinks by a block's worth to 3 tokens (2 blocks).
-  EXPECT_EQ(chunks[1].length, 3);
+  // its chunk shrinks to exactly what the 2 free blocks hold: 4 tokens.
+  EXPECT_EQ(chunks[1].length, 4);
   EXPECT_EQ(d.blocks_.NumFreeBlocks(), 0);
   EXPECT_EQ(d.scheduler_.num_preemptions(), 0);
 }

@@ -206,11 +206,10 @@ TEST(ServerMetricsTest, EveryMetricIsExportedWithTheRecordedValues) {
   EXPECT_EQ(scrape.Value("loopserve_requests_total",
                          With(With(kReq, "status", "cancelled"), "finish_reason", "cancelled")),
             1);
-  EXPECT_EQ(scrape.Value("loopserve_requests_total",
-                         {{"deployment", "fast"},
-                          {"policy", ""},
-                          {"status", "invalid_argument"},
-                          {"finish_reason", "none"}}),
+  EXPECT_EQ(scrape.Value("loopserve_requests_total", {{"deployment", "fast"},
+                                                      {"policy", ""},
+                                                      {"status", "invalid_argument"},
+                                                      {"finish_reason", "none"}}),
             1);
 
   // Latency histograms: both requests have a duration; only the served one a
@@ -333,9 +332,8 @@ TEST(ServerMetricsTest, PromtoolAcceptsTheScrape) {
   step.kv_blocks_total = 64;
   metrics->ObserveStep(step);
   Scrape scrape(metrics->address());
-  const std::filesystem::path file =
-      std::filesystem::temp_directory_path() /
-      ("loopserve_metrics_" + std::to_string(getpid()) + ".txt");
+  const std::filesystem::path file = std::filesystem::temp_directory_path() /
+                                     ("loopserve_metrics_" + std::to_string(getpid()) + ".txt");
   std::ofstream(file) << scrape.text();
   const std::string command = promtool + " check metrics < " + file.string() + " 2>&1";
   const int rc = std::system(command.c_str());
