@@ -30,6 +30,7 @@
 #include "engine/engine.h"
 #include "engine/kv_cache.h"
 #include "engine/model_weights.h"
+#include "kernels/cpu/op_profile.h"
 #include "kernels/cpu/thread_pool.h"
 
 ABSL_FLAG(std::string, model, "", "checkpoint directory");
@@ -42,6 +43,11 @@ ABSL_FLAG(std::string, policy, "never", "exit policy criterion[:threshold], e.g.
 ABSL_FLAG(int, reps, 3, "timed repetitions after one warm-up (the median is reported)");
 ABSL_FLAG(int, max_batch_tokens, 4096, "scheduler token budget per step");
 ABSL_FLAG(int, stream_mib, 512, "STREAM array size in MiB (each of 3 arrays; >= 4x L3)");
+ABSL_FLAG(bool, bandwidth, true,
+          "decode, policy never: also compute the weight bandwidth and run STREAM");
+ABSL_FLAG(bool, profile, false,
+          "decode/prefill: print a per-kernel wall-time breakdown of the timed part of the "
+          "last repetition (adds a clock read per kernel call)");
 ABSL_FLAG(std::string, dump_logits, "",
           "mode check: write z_{L-1} of the last position of prompt 0 (f32 raw) here");
 
@@ -62,7 +68,9 @@ double Median(std::vector<double> v) {
 // Same prompts as bench/torch_looped_moe.py (prompt_ids).
 std::vector<int32_t> PromptIds(int b, int len, int64_t vocab) {
   std::vector<int32_t> ids(len);
-  for (int p = 0; p < len; ++p) ids[p] = static_cast<int32_t>((1 + 7919LL * p + 104729LL * b) % vocab);
+  for (int p = 0; p < len; ++p) {
+    ids[p] = static_cast<int32_t>((1 + 7919LL * p + 104729LL * b) % vocab);
+  }
   return ids;
 }
 
@@ -113,7 +121,9 @@ StreamResult MeasureStream(ThreadPool& pool, int64_t mib) {
     best.copy_gbs = std::max(best.copy_gbs, 2 * bytes / Seconds(t0, t1) / 1e9);
     best.triad_gbs = std::max(best.triad_gbs, 3 * bytes / Seconds(t1, t2) / 1e9);
   }
-  if (a[n / 2] != expect) std::fprintf(stderr, "stream: wrong result %g, expected %g\n", a[n / 2], expect);
+  if (a[n / 2] != expect) {
+    std::fprintf(stderr, "stream: wrong result %g, expected %g\n", a[n / 2], expect);
+  }
   return best;
 }
 
@@ -188,7 +198,7 @@ struct DecodeRun {
 };
 
 absl::StatusOr<DecodeRun> RunDecode(Engine& engine, int batch, int prompt_len, int steps,
-                                    const ExitPolicy& policy) {
+                                    const ExitPolicy& policy, bool profile) {
   const ModelConfig& c = engine.config();
   std::map<int64_t, int> slot;
   DecodeRun run;
@@ -225,6 +235,8 @@ absl::StatusOr<DecodeRun> RunDecode(Engine& engine, int batch, int prompt_len, i
     if (!u.ok()) return u.status();
     collect(*u, false);
   }
+  if (profile) op_profile::Reset();
+  op_profile::SetEnabled(profile);
   const auto t0 = Clock::now();
   while (engine.HasWork()) {
     absl::StatusOr<std::vector<SequenceUpdate>> u = engine.Step();
@@ -232,10 +244,13 @@ absl::StatusOr<DecodeRun> RunDecode(Engine& engine, int batch, int prompt_len, i
     collect(*u, true);
   }
   run.seconds = Seconds(t0, Clock::now());
+  op_profile::SetEnabled(false);
   return run;
 }
 
-absl::StatusOr<double> RunPrefill(Engine& engine, int batch, int prompt_len) {
+absl::StatusOr<double> RunPrefill(Engine& engine, int batch, int prompt_len, bool profile) {
+  if (profile) op_profile::Reset();
+  op_profile::SetEnabled(profile);
   const auto t0 = Clock::now();
   std::vector<GenerationRequest> reqs(batch);
   for (int b = 0; b < batch; ++b) {
@@ -243,8 +258,29 @@ absl::StatusOr<double> RunPrefill(Engine& engine, int batch, int prompt_len) {
     reqs[b].max_tokens = 1;
   }
   absl::StatusOr<std::vector<GenerationResult>> r = engine.Generate(std::move(reqs));
+  const double seconds = Seconds(t0, Clock::now());
+  op_profile::SetEnabled(false);
   if (!r.ok()) return r.status();
-  return Seconds(t0, Clock::now());
+  return seconds;
+}
+
+// The op_profile table of the last timed run, per `unit` (a decode step or
+// the whole prefill) and as a share of `seconds`, the run's wall time.
+void PrintProfile(const char* unit, int64_t units, double seconds) {
+  std::printf("per-kernel wall time (engine thread; pool.wait_for_workers is inside the "
+              "kernels above it):\n");
+  std::printf("  %-36s %10s %12s %7s\n", "kernel [W rows x cols]", "calls", "ms", "share");
+  double kernels = 0;
+  for (const op_profile::Entry& e : op_profile::Snapshot()) {
+    if (e.name.rfind("pool.", 0) != 0) kernels += e.seconds;
+    std::printf("  %-36s %10.1f %12.3f %6.1f%%\n", e.name.c_str(),
+                static_cast<double>(e.calls) / units, e.seconds * 1e3 / units,
+                100 * e.seconds / seconds);
+  }
+  std::printf("  %-36s %10s %12.3f %6.1f%%\n", "(outside the kernels)", "",
+              (seconds - kernels) * 1e3 / units, 100 * (seconds - kernels) / seconds);
+  std::printf("  (per %s; %lld %ss, %.3f ms in all)\n", unit, static_cast<long long>(units),
+              unit, seconds * 1e3);
 }
 
 int Fail(const absl::Status& s) {
@@ -260,6 +296,7 @@ int Main() {
   const int prompt_len = absl::GetFlag(FLAGS_prompt_len);
   const int steps = absl::GetFlag(FLAGS_decode_steps);
   const int reps = std::max(1, absl::GetFlag(FLAGS_reps));
+  const bool profile = absl::GetFlag(FLAGS_profile);
   std::filesystem::path model_path(dir);
   if (model_path.filename().empty()) model_path = model_path.parent_path();
   const std::string name = model_path.filename().string();
@@ -269,7 +306,8 @@ int Main() {
     const StreamResult s = MeasureStream(pool, absl::GetFlag(FLAGS_stream_mib));
     std::printf("stream (%d threads, 3 x %d MiB): copy %.1f GB/s, triad %.1f GB/s\n", threads,
                 absl::GetFlag(FLAGS_stream_mib), s.copy_gbs, s.triad_gbs);
-    std::printf("RESULT {\"side\":\"stream\",\"threads\":%d,\"copy_gbs\":%.2f,\"triad_gbs\":%.2f}\n",
+    std::printf("RESULT {\"side\":\"stream\",\"threads\":%d,\"copy_gbs\":%.2f,"
+                "\"triad_gbs\":%.2f}\n",
                 threads, s.copy_gbs, s.triad_gbs);
     return 0;
   }
@@ -309,9 +347,10 @@ int Main() {
   if (mode == "prefill") {
     std::vector<double> tps;
     for (int r = 0; r <= reps; ++r) {
-      absl::StatusOr<double> sec = RunPrefill(eng, batch, prompt_len);
+      absl::StatusOr<double> sec = RunPrefill(eng, batch, prompt_len, profile && r == reps);
       if (!sec.ok()) return Fail(sec.status());
       if (r > 0) tps.push_back(double{1.0} * batch * prompt_len / *sec);
+      if (profile && r == reps) PrintProfile("prefill", 1, *sec);
     }
     const double med = Median(tps);
     std::printf("prefill batch %d x %d tokens: %.1f tok/s (median of %d)\n", batch, prompt_len,
@@ -326,8 +365,10 @@ int Main() {
   std::vector<double> tps, step_s, loop_frac;
   DecodeRun last;
   for (int r = 0; r <= reps; ++r) {
-    absl::StatusOr<DecodeRun> run = RunDecode(eng, batch, prompt_len, steps, *policy);
+    absl::StatusOr<DecodeRun> run =
+        RunDecode(eng, batch, prompt_len, steps, *policy, profile && r == reps);
     if (!run.ok()) return Fail(run.status());
+    if (profile && r == reps) PrintProfile("step", steps, run->seconds);
     if (r == 0) continue;
     tps.push_back(run->tokens / run->seconds);
     step_s.push_back(run->seconds / steps);
@@ -345,7 +386,7 @@ int Main() {
   // Bandwidth: only at static depth, where the full-depth routing of Score
   // is exactly the routing the decode ran.
   double touched_gbs = 0, unique_gbs = 0, copy = 0, triad = 0;
-  if (policy->criterion == ExitCriterion::kNever) {
+  if (policy->criterion == ExitCriterion::kNever && absl::GetFlag(FLAGS_bandwidth)) {
     std::vector<ScoreResult> scores;
     for (const auto& seq : last.sequences) {
       absl::StatusOr<ScoreResult> s =

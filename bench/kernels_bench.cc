@@ -49,7 +49,7 @@ void BM_Linear(benchmark::State& state) {
   state.counters["FLOP/s"] = benchmark::Counter(iters * 2.0 * static_cast<double>(m * n_out * k_in),
                                                 benchmark::Counter::kIsRate);
   state.SetLabel(std::string(dtype == DType::kF32 ? "f32" : "bf16") +
-                 (LinearUsesAvx2() ? " avx2" : " scalar"));
+                 " " + LinearPathName(LinearBestPath()));
 }
 
 void LinearArgs(benchmark::internal::Benchmark* b) {

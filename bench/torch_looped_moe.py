@@ -55,7 +55,8 @@ class LoopedMoe:
             self.w[name] = t.to(self.wdt) if is_matrix else t
         if c["tie_word_embeddings"]:
             self.w["lm_head.weight"] = self.w["model.embed_tokens.weight"].to(self.wdt)
-        self.D, self.H, self.Hkv = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
+        self.D, self.H = c["hidden_size"], c["num_attention_heads"]
+        self.Hkv = c["num_key_value_heads"]
         self.d = c["head_dim"]
         self.eps = c["rms_norm_eps"]
         self.L = c["num_loops"]
@@ -187,7 +188,7 @@ def time_decode(model, batch, plen, steps, reps):
 
 
 def check_logits(model, path, plen):
-    """Compares with the engine's z_{L-1} of the last prompt position (engine_bench --dump_logits)."""
+    """Compares with the engine's z_{L-1} of the last prompt position (engine_bench check)."""
     want = np.fromfile(path, dtype=np.float32)
     ids = torch.tensor(prompt_ids(1, plen, model.cfg["vocab_size"]))
     got = model.forward(ids, 0, model.new_cache(1, plen))[0].numpy()

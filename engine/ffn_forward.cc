@@ -1,11 +1,14 @@
 // The FFN half of a layer (MODEL_SPEC "SwiGLU" and "MoE(x)"): dense SwiGLU,
 // or routed experts run on the rows grouped per expert plus shared experts.
+#include <algorithm>
 #include <cstring>
 
 #include "engine/layer_forward.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/moe_routing.h"
+#include "kernels/cpu/op_profile.h"
+#include "kernels/cpu/thread_pool.h"
 
 namespace loopserve {
 namespace {
@@ -19,6 +22,13 @@ void SwiGlu(const SwiGluWeights& w, const float* x, int64_t n, float* a, float* 
   SiluMul(a, b, n, width, a);
   Linear(a, n, w.down, out, pool);
 }
+
+// Up to this many rows per expert, the routed experts run one per thread
+// (each expert's three GEMVs serial) instead of each GEMV being split over
+// the threads: one fork-join per MoE layer instead of three per active
+// expert. Decode-sized groups stream their weights at the same cost per
+// expert, so whole experts balance well; prefill groups keep the split GEMMs.
+constexpr int32_t kExpertParallelMaxRows = 32;
 
 }  // namespace
 
@@ -47,22 +57,46 @@ void LayerForward::Ffn(const LayerWeights& w, const float* x, int64_t n, float* 
 
   std::memset(out, 0, sizeof(float) * n * d_model);
   const ExpertGroups groups = GroupByExpert(expert_ids_.data(), n, k, num_experts);
-  float* gathered = gathered_.Get(n * d_model);
-  float* expert_out = expert_out_.Get(n * d_model);
-  float* a = ffn_a_.Get(n * width);
-  float* b = ffn_b_.Get(n * width);
+  // Every routed (token, slot) pair gets its own rows of the scratch tensors,
+  // at its group offset, so experts can run concurrently.
+  const int64_t pairs = n * k;
+  float* gathered = gathered_.Get(pairs * d_model);
+  float* expert_out = expert_out_.Get(pairs * d_model);
+  float* a = ffn_a_.Get(pairs * width);
+  float* b = ffn_b_.Get(pairs * width);
+  for (int64_t r = 0; r < pairs; ++r) {
+    std::memcpy(gathered + r * d_model, x + int64_t{groups.token[r]} * d_model,
+                sizeof(float) * d_model);
+  }
+  std::vector<int> active;  // routed experts with rows
+  int32_t max_count = 0;
   for (int e = 0; e < num_experts; ++e) {
-    const int32_t begin = groups.offsets[e];
-    const int32_t count = groups.offsets[e + 1] - begin;
+    const int32_t count = groups.offsets[e + 1] - groups.offsets[e];
     if (count == 0) continue;
-    for (int32_t r = 0; r < count; ++r) {
-      std::memcpy(gathered + int64_t{r} * d_model, x + int64_t{groups.token[begin + r]} * d_model,
-                  sizeof(float) * d_model);
-    }
-    SwiGlu(w.moe.experts[e], gathered, count, a, b, expert_out, pool_);
-    for (int32_t r = 0; r < count; ++r) {
-      const int64_t token = groups.token[begin + r];
-      const float weight = expert_weights_[token * k + groups.slot[begin + r]];
+    active.push_back(e);
+    max_count = std::max(max_count, count);
+  }
+  auto run_expert = [&](int e, ThreadPool* pool) {
+    const int64_t begin = groups.offsets[e];
+    SwiGlu(w.moe.experts[e], gathered + begin * d_model, groups.offsets[e + 1] - begin,
+           a + begin * width, b + begin * width, expert_out + begin * d_model, pool);
+  };
+  const int64_t num_active = static_cast<int64_t>(active.size());
+  if (pool_ != nullptr && pool_->num_threads() > 1 && num_active > 1 &&
+      max_count <= kExpertParallelMaxRows) {
+    op_profile::Scope profile("moe_experts(one per thread)");
+    pool_->ParallelFor(num_active, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) run_expert(active[i], nullptr);
+    });
+  } else {
+    for (int e : active) run_expert(e, pool_);
+  }
+  // Weighted sum in expert order whatever ran in parallel: the same float
+  // additions in the same order as a serial loop.
+  for (int e : active) {
+    for (int32_t r = groups.offsets[e]; r < groups.offsets[e + 1]; ++r) {
+      const int64_t token = groups.token[r];
+      const float weight = expert_weights_[token * k + groups.slot[r]];
       const float* src = expert_out + int64_t{r} * d_model;
       float* dst = out + token * d_model;
       for (int64_t j = 0; j < d_model; ++j) dst[j] += weight * src[j];

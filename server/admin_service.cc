@@ -28,8 +28,8 @@ std::string DeploymentName(const ServingState& state, const std::string& request
 grpc::ServerUnaryReactor* AdminService::GetExitPolicy(grpc::CallbackServerContext* context,
                                                       const v1::GetExitPolicyRequest* request,
                                                       v1::ExitPolicy* response) {
-  absl::StatusOr<Deployment> d = state_->registry->Get(DeploymentName(*state_,
-                                                                      request->deployment()));
+  absl::StatusOr<Deployment> d =
+      state_->registry->Get(DeploymentName(*state_, request->deployment()));
   if (!d.ok()) return Done(context, ToGrpcStatus(d.status()));
   ToProto(d->policy, response);
   return Done(context, grpc::Status::OK);

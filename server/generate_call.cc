@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "server/log.h"
+#include "server/proto_convert.h"
 #include "server/request_builder.h"
 
 namespace loopserve {
@@ -26,6 +27,7 @@ GenerateCall::GenerateCall(ServingState* state, grpc::CallbackServerContext* con
                     ? absl::StrCat("req-", state->next_request_number.fetch_add(1))
                     : proto.request_id();
   deployment_ = proto.deployment().empty() ? state->default_deployment : proto.deployment();
+  if (state->tokenizer != nullptr) decoder_.emplace(*state->tokenizer);
 }
 
 absl::Status GenerateCall::Start(RequestCallback callback) {
@@ -36,9 +38,9 @@ absl::Status GenerateCall::Start(RequestCallback callback) {
     absl::ReaderMutexLock lock(&state_->policy_mu);
     absl::StatusOr<Deployment> deployment = state_->registry->Get(deployment_);
     absl::StatusOr<BuiltRequest> built =
-        deployment.ok() ? BuildGenerationRequest(proto_, *deployment, state_->model->config,
-                                                 state_->tokenizer)
-                        : absl::StatusOr<BuiltRequest>(deployment.status());
+        deployment.ok()
+            ? BuildGenerationRequest(proto_, *deployment, state_->model->config, state_->tokenizer)
+            : absl::StatusOr<BuiltRequest>(deployment.status());
     if (built.ok()) {
       policy_label_ = built->policy_label;
       prompt_tokens_ = static_cast<int64_t>(built->request.prompt.size());
@@ -76,6 +78,18 @@ void GenerateCall::Observe(const RequestEvent& event) {
   for (const GeneratedToken& t : event.tokens) exit_loops_.push_back(t.exit_loop);
 }
 
+void GenerateCall::AppendTokens(const RequestEvent& event,
+                                google::protobuf::RepeatedPtrField<v1::GeneratedToken>* out) {
+  for (const GeneratedToken& t : event.tokens) {
+    v1::GeneratedToken* p = out->Add();
+    ToProto(t, p);
+    if (decoder_.has_value()) p->set_text(decoder_->Add(t.token));
+  }
+  if (event.finished && decoder_.has_value() && !out->empty()) {
+    out->rbegin()->mutable_text()->append(decoder_->Flush());
+  }
+}
+
 absl::Status GenerateCall::Complete(const RequestEvent& event) {
   Observe(event);
   absl::Status status = event.status;
@@ -93,20 +107,19 @@ absl::Status GenerateCall::Complete(const RequestEvent& event) {
     }
   }
   const Usage& u = event.usage;
-  LogInfo("request finished",
-          {{"request_id", request_id_},
-           {"deployment", deployment_},
-           {"policy", policy_label_},
-           {"status", absl::StatusCodeToString(status.code())},
-           {"finish_reason", FinishReasonName(event.finish_reason)},
-           {"prompt_tokens", prompt_tokens_},
-           {"completion_tokens", static_cast<int64_t>(exit_loops_.size())},
-           {"loops", u.loops_executed},
-           {"loops_full_depth", u.loops_full},
-           {"compute_saved", u.ComputeSaved()},
-           {"queue_ms", event.timing.queue_seconds * 1e3},
-           {"ttft_ms", event.timing.first_token_seconds * 1e3},
-           {"e2e_ms", event.timing.total_seconds * 1e3}});
+  LogInfo("request finished", {{"request_id", request_id_},
+                               {"deployment", deployment_},
+                               {"policy", policy_label_},
+                               {"status", absl::StatusCodeToString(status.code())},
+                               {"finish_reason", FinishReasonName(event.finish_reason)},
+                               {"prompt_tokens", prompt_tokens_},
+                               {"completion_tokens", static_cast<int64_t>(exit_loops_.size())},
+                               {"loops", u.loops_executed},
+                               {"loops_full_depth", u.loops_full},
+                               {"compute_saved", u.ComputeSaved()},
+                               {"queue_ms", event.timing.queue_seconds * 1e3},
+                               {"ttft_ms", event.timing.first_token_seconds * 1e3},
+                               {"e2e_ms", event.timing.total_seconds * 1e3}});
   if (state_->metrics != nullptr) {
     state_->metrics->RecordRequest(deployment_, policy_label_, status.code(), event, exit_loops_);
   }

@@ -8,11 +8,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "engine/engine_loop.h"
+#include "engine/streaming_decoder.h"
 #include "grpcpp/server_context.h"
 #include "loopserve/v1/loopserve.pb.h"
 #include "server/serving_state.h"
@@ -33,13 +35,18 @@ class GenerateCall {
   void Cancel();
   // Every event, on the engine thread (remembers exit loops for metrics).
   void Observe(const RequestEvent& event);
+  // The event's tokens as protos appended to `out`, each with its text when
+  // a tokenizer is loaded (whole UTF-8 characters only; a held-back tail
+  // goes to a later token, the rest to the last one). Engine thread.
+  void AppendTokens(const RequestEvent& event,
+                    google::protobuf::RepeatedPtrField<v1::GeneratedToken>* out);
   // The final event: logs, records metrics, returns the RPC's status
   // (DEADLINE_EXCEEDED when a cancellation came from the deadline).
   absl::Status Complete(const RequestEvent& event);
 
   const std::string& request_id() const { return request_id_; }
   const std::string& deployment() const { return deployment_; }
-  const TextTokenizer* tokenizer() const { return state_->tokenizer; }
+  const Tokenizer* tokenizer() const { return state_->tokenizer; }
 
  private:
   ServingState* state_;
@@ -50,6 +57,7 @@ class GenerateCall {
   std::string policy_label_;
   int64_t prompt_tokens_ = 0;
   std::vector<int> exit_loops_;
+  std::optional<StreamingDecoder> decoder_;  // with a tokenizer
   std::atomic<int64_t> engine_id_{0};
   std::atomic<bool> cancel_requested_{false};
 };

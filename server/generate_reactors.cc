@@ -28,19 +28,16 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
   // Engine thread. Nothing touches response_ concurrently: gRPC reads it
   // only after Finish.
   void OnEvent(const RequestEvent& event) {
-    for (const GeneratedToken& t : event.tokens) {
-      ToProto(t, response_->add_tokens());
-      ids_.push_back(t.token);
-    }
+    call_.AppendTokens(event, response_->mutable_tokens());
+    for (const GeneratedToken& t : event.tokens) ids_.push_back(t.token);
     if (!event.finished) {
       call_.Observe(event);
       return;
     }
     response_->set_finish_reason(ToProto(event.finish_reason));
     ToProto(event.usage, response_->mutable_usage());
-    if (const TextTokenizer* tok = call_.tokenizer(); tok != nullptr) {
-      absl::StatusOr<std::string> text = tok->Decode(ids_);
-      if (text.ok()) response_->set_text(*text);
+    if (const Tokenizer* tokenizer = call_.tokenizer(); tokenizer != nullptr) {
+      response_->set_text(tokenizer->Decode(ids_));
     }
     const absl::Status status = call_.Complete(event);
     Finish(ToGrpcStatus(status));  // last use of `this`: OnDone may follow
@@ -105,7 +102,7 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<v1::Generate
           queue_.back().set_request_id(call_.request_id());
         }
         v1::GenerateStreamResponse& msg = queue_.back();
-        for (const GeneratedToken& t : event.tokens) ToProto(t, msg.add_tokens());
+        call_.AppendTokens(event, msg.mutable_tokens());
         if (last) {
           msg.set_finish_reason(ToProto(event.finish_reason));
           ToProto(event.usage, msg.mutable_usage());
@@ -158,8 +155,7 @@ grpc::ServerUnaryReactor* StartGenerate(ServingState* state, grpc::CallbackServe
 }
 
 grpc::ServerWriteReactor<v1::GenerateStreamResponse>* StartGenerateStream(
-    ServingState* state, grpc::CallbackServerContext* context,
-    const v1::GenerateRequest* request) {
+    ServingState* state, grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   return new GenerateStreamReactor(state, context, request);
 }
 

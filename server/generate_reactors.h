@@ -19,7 +19,6 @@ grpc::ServerUnaryReactor* StartGenerate(ServingState* state, grpc::CallbackServe
                                         v1::GenerateResponse* response);
 
 grpc::ServerWriteReactor<v1::GenerateStreamResponse>* StartGenerateStream(
-    ServingState* state, grpc::CallbackServerContext* context,
-    const v1::GenerateRequest* request);
+    ServingState* state, grpc::CallbackServerContext* context, const v1::GenerateRequest* request);
 
 }  // namespace loopserve

@@ -54,10 +54,9 @@ grpc::ServerUnaryReactor* LoopServeService::Tokenize(grpc::CallbackServerContext
   if (state_->tokenizer == nullptr) {
     return Done(context, grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, kNoTokenizer));
   }
-  absl::StatusOr<std::vector<int32_t>> ids =
-      state_->tokenizer->Encode(request->text(), request->add_special_tokens());
-  if (!ids.ok()) return Done(context, ToGrpcStatus(ids.status()));
-  response->mutable_ids()->Add(ids->begin(), ids->end());
+  const std::vector<int32_t> ids =
+      state_->tokenizer->Encode(request->text(), /*add_bos=*/request->add_special_tokens());
+  response->mutable_ids()->Add(ids.begin(), ids.end());
   return Done(context, grpc::Status::OK);
 }
 
@@ -75,8 +74,8 @@ grpc::ServerUnaryReactor* LoopServeService::Detokenize(grpc::CallbackServerConte
                                                      " outside vocabulary [0, ", vocab, ")")));
     }
   }
-  absl::StatusOr<std::string> text = state_->tokenizer->Decode(
-      std::vector<int32_t>(request->ids().begin(), request->ids().end()));
+  absl::StatusOr<std::string> text =
+      state_->tokenizer->Decode(std::vector<int32_t>(request->ids().begin(), request->ids().end()));
   if (!text.ok()) return Done(context, ToGrpcStatus(text.status()));
   response->set_text(*text);
   return Done(context, grpc::Status::OK);

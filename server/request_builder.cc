@@ -26,8 +26,9 @@ absl::Status ApplyOverride(const v1::ExitOverride& o, const ModelConfig& config,
                            ExitPolicy& policy) {
   if (o.has_criterion()) {
     absl::StatusOr<ExitCriterion> c = ParseExitCriterion(o.criterion());
-    if (!c.ok()) return absl::InvalidArgumentError(absl::StrCat("exit_override.criterion: ",
-                                                                c.status().message()));
+    if (!c.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("exit_override.criterion: ", c.status().message()));
     policy.criterion = *c;
   }
   if (o.has_threshold()) policy.threshold = o.threshold();
@@ -47,7 +48,7 @@ absl::Status ApplyOverride(const v1::ExitOverride& o, const ModelConfig& config,
   return absl::OkStatus();
 }
 
-absl::Status ApplyPrompt(const v1::GenerateRequest& proto, const TextTokenizer* tokenizer,
+absl::Status ApplyPrompt(const v1::GenerateRequest& proto, const Tokenizer* tokenizer,
                          std::vector<int32_t>& prompt) {
   switch (proto.prompt_case()) {
     case v1::GenerateRequest::kTokenIds:
@@ -58,9 +59,7 @@ absl::Status ApplyPrompt(const v1::GenerateRequest& proto, const TextTokenizer* 
         return absl::FailedPreconditionError(
             "text prompt needs a tokenizer, and the model has no tokenizer.json: send token_ids");
       }
-      absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(proto.text(), true);
-      if (!ids.ok()) return ids.status();
-      prompt = *std::move(ids);
+      prompt = tokenizer->Encode(proto.text(), /*add_bos=*/true);
       break;
     }
     case v1::GenerateRequest::PROMPT_NOT_SET:
@@ -71,15 +70,17 @@ absl::Status ApplyPrompt(const v1::GenerateRequest& proto, const TextTokenizer* 
 }
 
 absl::Status ApplyStops(const v1::GenerateRequest& proto, const ModelConfig& config,
-                        const TextTokenizer* tokenizer, std::vector<int32_t>& stop_ids) {
+                        const Tokenizer* tokenizer, std::vector<int32_t>& stop_ids) {
   for (int i = 0; i < proto.stop_token_ids_size(); ++i) {
     const int32_t id = proto.stop_token_ids(i);
     if (id < 0 || id >= config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("stop_token_ids[", i, "] = ", id,
-                                                     " outside vocabulary [0, ",
-                                                     config.vocab_size, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stop_token_ids[", i, "] = ", id, " outside vocabulary [0, ", config.vocab_size, ")"));
     }
     stop_ids.push_back(id);
+  }
+  if (tokenizer != nullptr && tokenizer->eos_id() >= 0 && tokenizer->eos_id() < config.vocab_size) {
+    stop_ids.push_back(tokenizer->eos_id());
   }
   if (proto.stop_size() == 0) return absl::OkStatus();
   if (tokenizer == nullptr) {
@@ -90,13 +91,14 @@ absl::Status ApplyStops(const v1::GenerateRequest& proto, const ModelConfig& con
   // The engine stops on single ids; a stop string that is one token maps to
   // it. Multi-token stop strings need text-level matching (not yet built).
   for (int i = 0; i < proto.stop_size(); ++i) {
-    absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(proto.stop(i), false);
-    if (!ids.ok()) return ids.status();
-    if (ids->size() != 1) {
+    const std::vector<int32_t> ids = tokenizer->Encode(proto.stop(i), /*add_bos=*/false);
+    if (ids.size() != 1) {
       return absl::UnimplementedError(absl::StrCat(
-          "stop[", i, "]: stop sequences longer than one token are not supported yet"));
+          "stop[", i,
+          "]: stop sequences of more than one token are not supported yet (this one is ",
+          ids.size(), " tokens); use stop_token_ids"));
     }
-    stop_ids.push_back((*ids)[0]);
+    stop_ids.push_back(ids[0]);
   }
   return absl::OkStatus();
 }
@@ -116,7 +118,7 @@ std::string PolicyLabel(const Deployment& deployment) {
 absl::StatusOr<BuiltRequest> BuildGenerationRequest(const v1::GenerateRequest& proto,
                                                     const Deployment& deployment,
                                                     const ModelConfig& config,
-                                                    const TextTokenizer* tokenizer) {
+                                                    const Tokenizer* tokenizer) {
   BuiltRequest out;
   GenerationRequest& r = out.request;
   if (absl::Status s = ApplyPrompt(proto, tokenizer, r.prompt); !s.ok()) return s;
@@ -128,8 +130,7 @@ absl::StatusOr<BuiltRequest> BuildGenerationRequest(const v1::GenerateRequest& p
   }
   r.max_tokens = proto.has_max_tokens() ? proto.max_tokens() : deployment.default_max_tokens;
   if (r.max_tokens < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_tokens must be >= 1, got ", r.max_tokens));
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 1, got ", r.max_tokens));
   }
   if (r.max_tokens > deployment.limits.max_tokens) {
     return absl::InvalidArgumentError(absl::StrCat("max_tokens ", r.max_tokens,
@@ -143,9 +144,9 @@ absl::StatusOr<BuiltRequest> BuildGenerationRequest(const v1::GenerateRequest& p
   out.policy_label = PolicyLabel(deployment);
   if (proto.has_exit_override() && HasAnyOverride(proto.exit_override())) {
     if (!deployment.limits.allow_exit_overrides) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "deployment `", deployment.name,
-          "` does not allow exit overrides (limits.allow_exit_overrides is false)"));
+      return absl::PermissionDeniedError(
+          absl::StrCat("deployment `", deployment.name,
+                       "` does not allow exit overrides (limits.allow_exit_overrides is false)"));
     }
     if (absl::Status s = ApplyOverride(proto.exit_override(), config, r.policy); !s.ok()) return s;
     out.policy_override = true;

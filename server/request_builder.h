@@ -10,8 +10,8 @@
 #include "engine/deployment.h"
 #include "engine/model_config.h"
 #include "engine/request.h"
+#include "engine/tokenizer.h"
 #include "loopserve/v1/loopserve.pb.h"
-#include "server/text_tokenizer.h"
 
 namespace loopserve {
 
@@ -24,12 +24,14 @@ struct BuiltRequest {
 // InvalidArgument (empty prompt, max_tokens out of range, prompt over the
 // deployment's limit, bad sampling or override values, stop ids outside the
 // vocabulary), PermissionDenied (override not allowed), FailedPrecondition
-// (text without a tokenizer). `tokenizer` may be null. Token ids inside the
-// vocabulary and the context limit are checked by the engine on Submit.
+// (text without a tokenizer), Unimplemented (multi-token stop strings).
+// `tokenizer` may be null; with one, text prompts get its BOS and its EOS
+// ends generation. Token ids inside the vocabulary and the context limit
+// are checked by the engine on Submit.
 absl::StatusOr<BuiltRequest> BuildGenerationRequest(const v1::GenerateRequest& proto,
                                                     const Deployment& deployment,
                                                     const ModelConfig& config,
-                                                    const TextTokenizer* tokenizer);
+                                                    const Tokenizer* tokenizer);
 
 // "never", "max_prob:0.9", or the named policy the deployment runs.
 std::string PolicyLabel(const Deployment& deployment);

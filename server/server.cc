@@ -46,8 +46,8 @@ absl::Status AddDeployments(const ServerConfig& config, const ModelConfig& model
           absl::StrCat("server config: deployments[", i, "]: ", d.status().message()));
     }
     if (absl::Status s = registry.Add(*std::move(d)); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("server config: deployments[", i, "]: ",
-                                                     s.message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("server config: deployments[", i, "]: ", s.message()));
     }
   }
   return absl::OkStatus();
@@ -74,6 +74,21 @@ absl::Status Server::Init() {
   const ModelConfig& mc = (*model)->config;
   for (const std::string& field : mc.unknown_fields) {
     LogWarning("config.json: unknown field ignored", {{"field", field}});
+  }
+  const std::filesystem::path tokenizer_path =
+      std::filesystem::path(config_.model_dir) / "tokenizer.json";
+  if (std::filesystem::exists(tokenizer_path)) {
+    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(tokenizer_path.string());
+    if (!tokenizer.ok()) return tokenizer.status();
+    tokenizer_ = *std::move(tokenizer);
+    if (tokenizer_->vocab_size() > mc.vocab_size) {
+      LogWarning(
+          "tokenizer.json has more tokens than the model's vocabulary; prompts using them "
+          "will be refused",
+          {{"tokenizer_vocab", tokenizer_->vocab_size()}, {"model_vocab", mc.vocab_size}});
+    }
+  } else {
+    LogInfo("no tokenizer.json in the model directory: token-id requests only");
   }
   absl::StatusOr<std::map<std::string, ExitPolicy>> named =
       LoadNamedPolicies(config_.model_dir, mc);
@@ -115,6 +130,7 @@ absl::Status Server::Init() {
   state_.registry = registry_.get();
   state_.loop = loop_.get();
   state_.metrics = metrics_.get();
+  state_.tokenizer = tokenizer_.get();
   state_.default_deployment = default_deployment;
   state_.backend = backend;
   loopserve_service_ = std::make_unique<LoopServeService>(&state_);
@@ -132,24 +148,23 @@ absl::Status Server::Init() {
   builder.RegisterService(admin_service_.get());
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || port == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("server config: field `listen_address`: cannot listen on ",
-                     config_.listen_address));
+    return absl::UnavailableError(absl::StrCat(
+        "server config: field `listen_address`: cannot listen on ", config_.listen_address));
   }
   address_ = BoundAddress(config_.listen_address, port);
   SetServing(true);
 
   std::vector<std::string> names;
   for (const Deployment& d : registry_->List()) names.push_back(d.name);
-  LogInfo("server started",
-          {{"address", address_},
-           {"metrics_address", metrics_address()},
-           {"model_dir", config_.model_dir},
-           {"backend", backend},
-           {"deployments", names},
-           {"default_deployment", default_deployment},
-           {"kv_blocks_total", loop_->engine().kv_cache().num_blocks()},
-           {"kv_block_size", loop_->engine().kv_cache().block_size()}});
+  LogInfo("server started", {{"address", address_},
+                             {"metrics_address", metrics_address()},
+                             {"model_dir", config_.model_dir},
+                             {"backend", backend},
+                             {"tokenizer", tokenizer_ != nullptr},
+                             {"deployments", names},
+                             {"default_deployment", default_deployment},
+                             {"kv_blocks_total", loop_->engine().kv_cache().num_blocks()},
+                             {"kv_block_size", loop_->engine().kv_cache().block_size()}});
   return absl::OkStatus();
 }
 

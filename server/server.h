@@ -50,6 +50,7 @@ class Server {
   // Declaration order is destruction order reversed: gRPC goes first, the
   // engine loop (whose observer feeds metrics) before the metrics.
   std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<Tokenizer> tokenizer_;  // null without tokenizer.json
   std::unique_ptr<DeploymentRegistry> registry_;
   std::unique_ptr<EngineLoop> loop_;
   ServingState state_;

@@ -42,28 +42,28 @@ absl::StatusOr<std::string> ReadText(const std::string& path) {
 absl::StatusOr<ServerConfig> ServerConfigFromJson(const nlohmann::json& json) {
   if (!json.is_object()) return absl::InvalidArgumentError("server config: expected a JSON object");
   static const char* kFields[] = {
-      "listen_address",     "metrics_address", "model_dir",        "backend",
-      "num_threads",        "kv_cache_bytes",  "block_size",       "max_batch_tokens",
-      "max_num_seqs",       "max_queued_requests", "drain_grace_seconds",
-      "default_deployment", "deployments"};
+      "listen_address", "metrics_address",     "model_dir",           "backend",
+      "num_threads",    "kv_cache_bytes",      "block_size",          "max_batch_tokens",
+      "max_num_seqs",   "max_queued_requests", "drain_grace_seconds", "default_deployment",
+      "deployments"};
   for (auto it = json.begin(); it != json.end(); ++it) {
     bool known = false;
     for (const char* f : kFields) known |= it.key() == f;
     if (!known) return FieldError(it.key(), "unknown field");
   }
   ServerConfig c;
-  for (absl::Status s : {ReadField(json, "listen_address", c.listen_address),
-                         ReadField(json, "metrics_address", c.metrics_address),
-                         ReadField(json, "model_dir", c.model_dir),
-                         ReadField(json, "backend", c.backend),
-                         ReadField(json, "num_threads", c.num_threads),
-                         ReadField(json, "kv_cache_bytes", c.kv_cache_bytes),
-                         ReadField(json, "block_size", c.block_size),
-                         ReadField(json, "max_batch_tokens", c.max_batch_tokens),
-                         ReadField(json, "max_num_seqs", c.max_num_seqs),
-                         ReadField(json, "max_queued_requests", c.max_queued_requests),
-                         ReadField(json, "drain_grace_seconds", c.drain_grace_seconds),
-                         ReadField(json, "default_deployment", c.default_deployment)}) {
+  for (absl::Status s :
+       {ReadField(json, "listen_address", c.listen_address),
+        ReadField(json, "metrics_address", c.metrics_address),
+        ReadField(json, "model_dir", c.model_dir), ReadField(json, "backend", c.backend),
+        ReadField(json, "num_threads", c.num_threads),
+        ReadField(json, "kv_cache_bytes", c.kv_cache_bytes),
+        ReadField(json, "block_size", c.block_size),
+        ReadField(json, "max_batch_tokens", c.max_batch_tokens),
+        ReadField(json, "max_num_seqs", c.max_num_seqs),
+        ReadField(json, "max_queued_requests", c.max_queued_requests),
+        ReadField(json, "drain_grace_seconds", c.drain_grace_seconds),
+        ReadField(json, "default_deployment", c.default_deployment)}) {
     if (!s.ok()) return s;
   }
   if (json.contains("deployments")) {
@@ -107,7 +107,8 @@ absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path) {
   }
   absl::StatusOr<ServerConfig> config = ServerConfigFromJson(json);
   if (!config.ok()) {
-    return absl::Status(config.status().code(), absl::StrCat(path, ": ", config.status().message()));
+    return absl::Status(config.status().code(),
+                        absl::StrCat(path, ": ", config.status().message()));
   }
   return config;
 }
@@ -135,8 +136,8 @@ absl::StatusOr<std::map<std::string, ExitPolicy>> LoadNamedPolicies(const std::s
       if (absl::Status s = ValidateExitPolicy(*policy, model); !s.ok()) policy = s;
     }
     if (!policy.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": policy `", it.key(),
-                                                     "`: ", policy.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": policy `", it.key(), "`: ", policy.status().message()));
     }
     out.emplace(it.key(), *policy);
   }

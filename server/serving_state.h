@@ -12,8 +12,8 @@
 #include "engine/deployment.h"
 #include "engine/engine_loop.h"
 #include "engine/model_weights.h"
+#include "engine/tokenizer.h"
 #include "server/metrics.h"
-#include "server/text_tokenizer.h"
 
 namespace loopserve {
 
@@ -21,8 +21,8 @@ struct ServingState {
   std::shared_ptr<const LoadedModel> model;
   DeploymentRegistry* registry = nullptr;
   EngineLoop* loop = nullptr;
-  ServerMetrics* metrics = nullptr;          // null when metrics are off
-  const TextTokenizer* tokenizer = nullptr;  // null: the model has no tokenizer.json
+  ServerMetrics* metrics = nullptr;      // null when metrics are off
+  const Tokenizer* tokenizer = nullptr;  // null: the model has no tokenizer.json
   std::string default_deployment;
   std::string backend;  // the backend actually running
   // Set when a drain begins: new requests get UNAVAILABLE at the edge.

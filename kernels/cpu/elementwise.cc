@@ -6,12 +6,14 @@
 #include <vector>
 
 #include "kernels/common/scalar_math.h"
+#include "kernels/cpu/op_profile.h"
 #include "kernels/cpu/widen.h"
 
 namespace loopserve {
 
 // ids (n) -> out (n, D)
 void EmbeddingLookup(const MatrixView& table, const int32_t* ids, int64_t n, float* out) {
+  op_profile::Scope profile("embedding");
   const int64_t dim = table.cols;
   const char* base = static_cast<const char*>(table.data);
   for (int64_t i = 0; i < n; ++i) {
@@ -22,6 +24,7 @@ void EmbeddingLookup(const MatrixView& table, const int32_t* ids, int64_t n, flo
 
 // x (n, dim) -> out (n, dim)
 void RmsNorm(const float* x, int64_t n, int64_t dim, const VectorView& w, float eps, float* out) {
+  op_profile::Scope profile("rmsnorm");
   std::vector<float> weight(static_cast<size_t>(dim));
   WidenRow(w.data, w.dtype, dim, weight.data());
   for (int64_t i = 0; i < n; ++i) {
@@ -38,6 +41,7 @@ void RmsNorm(const float* x, int64_t n, int64_t dim, const VectorView& w, float 
 // x (n, heads*head_dim) in place
 void ApplyRope(float* x, int64_t n, int heads, int head_dim, const int32_t* positions,
                float theta) {
+  op_profile::Scope profile("rope");
   const int half = head_dim / 2;
   std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
   std::vector<double> inv_freq(static_cast<size_t>(half));
@@ -65,6 +69,7 @@ void ApplyRope(float* x, int64_t n, int heads, int head_dim, const int32_t* posi
 
 // gate (n, I), up (n, I) -> out (n, I)
 void SiluMul(const float* gate, const float* up, int64_t n, int64_t width, float* out) {
+  op_profile::Scope profile("silu_mul");
   const int64_t total = n * width;
   for (int64_t i = 0; i < total; ++i) out[i] = Silu(gate[i]) * up[i];
 }
@@ -72,6 +77,7 @@ void SiluMul(const float* gate, const float* up, int64_t n, int64_t width, float
 // x (n, dim) in place; scale, shift (n, ld)
 void Modulate(float* x, int64_t n, int64_t dim, const float* scale, const float* shift,
               int64_t ld) {
+  op_profile::Scope profile("modulate");
   for (int64_t i = 0; i < n; ++i) {
     float* xi = x + i * dim;
     const float* sc = scale + i * ld;
@@ -83,6 +89,7 @@ void Modulate(float* x, int64_t n, int64_t dim, const float* scale, const float*
 // acc (n, dim) += (1 + gain) ⊙ delta; gain (n, ld) or null
 void ResidualAdd(float* acc, const float* delta, int64_t n, int64_t dim, const float* gain,
                  int64_t ld) {
+  op_profile::Scope profile("residual_add");
   for (int64_t i = 0; i < n; ++i) {
     float* ai = acc + i * dim;
     const float* di = delta + i * dim;

@@ -1,11 +1,16 @@
 // Linear: picks the decode or prefill tiling, splits the work over the
-// pool, and dispatches to the AVX2 tiles or the portable scalar loop.
+// pool, and dispatches to the AVX-512 or AVX2 tiles or the portable scalar loop.
 #include "kernels/cpu/linear.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
+#include "kernels/common/check.h"
 #include "kernels/cpu/linear_avx2.h"
+#include "kernels/cpu/linear_avx512.h"
+#include "kernels/cpu/op_profile.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cpu/widen.h"
 
@@ -29,6 +34,32 @@ bool CpuHasAvx2() {
   return false;
 #endif
 }
+
+// libgcc's feature probe also checks that the OS saves the zmm state (XCR0).
+bool CpuHasAvx512() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool has = CpuHasAvx2() && __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  return has;
+#else
+  return false;
+#endif
+}
+
+// The SIMD tiles of one path: decode tiling, packed GEMM and its blocking.
+struct SimdTiles {
+  void (*decode)(const float* x, int64_t m, const MatrixView& w, float* y, int64_t n_begin,
+                 int64_t n_end);
+  void (*gemm)(const float* x, const MatrixView& w, float* y, int64_t m_begin, int64_t m_end,
+               int64_t n_begin, int64_t n_end);
+  int64_t panel_cols;
+  int64_t tile_rows;
+};
+
+constexpr SimdTiles kAvx2Tiles{internal::LinearDecodeAvx2, internal::LinearGemmAvx2,
+                               internal::kGemmPanelCols, internal::kGemmTileRows};
+constexpr SimdTiles kAvx512Tiles{internal::LinearDecodeAvx512, internal::LinearGemmAvx512,
+                                 internal::kGemm512PanelCols, internal::kGemm512TileRows};
 
 void RunParallel(ThreadPool* pool, int64_t n, int64_t min_chunk,
                  const std::function<void(int64_t, int64_t)>& fn) {
@@ -64,9 +95,11 @@ void ScalarRows(const float* x, int64_t m, const MatrixView& w, float* y, int64_
 }
 
 void LinearImpl(const float* x, int64_t m, const MatrixView& w, float* y, ThreadPool* pool,
-                bool allow_simd) {
+                LinearPath path) {
   const int64_t n_total = w.rows, k_total = w.cols;
   if (m <= 0 || n_total <= 0) return;
+  op_profile::Scope profile(m <= kDecodeMaxRows ? "linear(decode)" : "linear(gemm)", n_total,
+                            k_total);
   if (k_total == 0) {
     std::fill(y, y + m * n_total, 0.0f);
     return;
@@ -74,47 +107,58 @@ void LinearImpl(const float* x, int64_t m, const MatrixView& w, float* y, Thread
   const int64_t macs_per_row = std::max<int64_t>(1, m * k_total);  // per output column
   const int64_t min_cols = CeilDiv(kMinMacsPerChunk, macs_per_row);
 
-  if (!allow_simd || !CpuHasAvx2()) {
+  if (path == LinearPath::kPortable) {
     RunParallel(pool, n_total, min_cols,
                 [&](int64_t b, int64_t e) { ScalarRows(x, m, w, y, b, e); });
     return;
   }
+  const SimdTiles& tiles = path == LinearPath::kAvx512 ? kAvx512Tiles : kAvx2Tiles;
   if (m <= kDecodeMaxRows) {
     // Split N in multiples of 4 rows so every chunk keeps the 4-row tile.
     RunParallel(pool, CeilDiv(n_total, 4), CeilDiv(min_cols, 4), [&](int64_t b, int64_t e) {
-      internal::LinearDecodeAvx2(x, m, w, y, b * 4, std::min(n_total, e * 4));
+      tiles.decode(x, m, w, y, b * 4, std::min(n_total, e * 4));
     });
     return;
   }
   const int threads = pool == nullptr ? 1 : pool->num_threads();
-  const int64_t panels = CeilDiv(n_total, internal::kGemmPanelCols);
+  const int64_t panels = CeilDiv(n_total, tiles.panel_cols);
   if (panels >= 2 * threads) {
     // Enough columns: each thread packs only its own panels of W.
-    RunParallel(pool, panels, CeilDiv(min_cols, internal::kGemmPanelCols),
-                [&](int64_t b, int64_t e) {
-                  internal::LinearGemmAvx2(x, w, y, 0, m, b * internal::kGemmPanelCols,
-                                           std::min(n_total, e * internal::kGemmPanelCols));
-                });
+    RunParallel(pool, panels, CeilDiv(min_cols, tiles.panel_cols), [&](int64_t b, int64_t e) {
+      tiles.gemm(x, w, y, 0, m, b * tiles.panel_cols, std::min(n_total, e * tiles.panel_cols));
+    });
   } else {
     // Narrow W (router, exit gate): split the x rows instead.
-    const int64_t tiles = CeilDiv(m, internal::kGemmTileRows);
-    const int64_t min_tiles =
-        CeilDiv(kMinMacsPerChunk, internal::kGemmTileRows * k_total * n_total);
-    RunParallel(pool, tiles, min_tiles, [&](int64_t b, int64_t e) {
-      internal::LinearGemmAvx2(x, w, y, b * internal::kGemmTileRows,
-                               std::min(m, e * internal::kGemmTileRows), 0, n_total);
+    const int64_t row_tiles = CeilDiv(m, tiles.tile_rows);
+    const int64_t min_tiles = CeilDiv(kMinMacsPerChunk, tiles.tile_rows * k_total * n_total);
+    RunParallel(pool, row_tiles, min_tiles, [&](int64_t b, int64_t e) {
+      tiles.gemm(x, w, y, b * tiles.tile_rows, std::min(m, e * tiles.tile_rows), 0, n_total);
     });
   }
+}
+
+// LinearBestPath, unless LOOPSERVE_LINEAR_PATH names a narrower supported
+// path (portable | avx2): an A/B switch for benches, and a way out should a
+// wide path misbehave on some machine.
+LinearPath DispatchedPath() {
+  const char* env = std::getenv("LOOPSERVE_LINEAR_PATH");
+  if (env != nullptr) {
+    for (LinearPath p : {LinearPath::kPortable, LinearPath::kAvx2, LinearPath::kAvx512}) {
+      if (std::strcmp(env, LinearPathName(p)) == 0 && LinearPathSupported(p)) return p;
+    }
+  }
+  return LinearBestPath();
 }
 
 }  // namespace
 
 void Linear(const float* x, int64_t m, const MatrixView& w, float* y, ThreadPool* pool) {
-  LinearImpl(x, m, w, y, pool, /*allow_simd=*/true);
+  static const LinearPath path = DispatchedPath();
+  LinearImpl(x, m, w, y, pool, path);
 }
 
 void LinearPortable(const float* x, int64_t m, const MatrixView& w, float* y, ThreadPool* pool) {
-  LinearImpl(x, m, w, y, pool, /*allow_simd=*/false);
+  LinearImpl(x, m, w, y, pool, LinearPath::kPortable);
 }
 
 void LinearReference(const float* x, int64_t m, const MatrixView& w, float* y) {
@@ -130,5 +174,42 @@ void LinearReference(const float* x, int64_t m, const MatrixView& w, float* y) {
 }
 
 bool LinearUsesAvx2() { return CpuHasAvx2(); }
+
+bool LinearPathSupported(LinearPath path) {
+  switch (path) {
+    case LinearPath::kPortable:
+      return true;
+    case LinearPath::kAvx2:
+      return CpuHasAvx2();
+    case LinearPath::kAvx512:
+      return CpuHasAvx512();
+  }
+  return false;
+}
+
+LinearPath LinearBestPath() {
+  if (CpuHasAvx512()) return LinearPath::kAvx512;
+  if (CpuHasAvx2()) return LinearPath::kAvx2;
+  return LinearPath::kPortable;
+}
+
+const char* LinearPathName(LinearPath path) {
+  switch (path) {
+    case LinearPath::kPortable:
+      return "portable";
+    case LinearPath::kAvx2:
+      return "avx2";
+    case LinearPath::kAvx512:
+      return "avx512";
+  }
+  return "?";
+}
+
+void LinearWithPath(LinearPath path, const float* x, int64_t m, const MatrixView& w, float* y,
+                    ThreadPool* pool) {
+  LOOPSERVE_CHECK(LinearPathSupported(path)) << "Linear path " << LinearPathName(path)
+                                             << " not supported on this CPU";
+  LinearImpl(x, m, w, y, pool, path);
+}
 
 }  // namespace loopserve

@@ -1,6 +1,7 @@
 // Dense linear layer y = x · Wᵀ with W in checkpoint layout [out, in] and
 // f32/f16/bf16 storage (widened to f32 in registers; accumulation in f32).
-// AVX2+FMA+F16C path chosen at run time, portable scalar path otherwise.
+// The widest SIMD path the CPU has (AVX-512 F/BW/VL, else AVX2+FMA+F16C) is
+// chosen at run time, the portable scalar path otherwise.
 #pragma once
 
 #include <cstdint>
@@ -23,5 +24,18 @@ void LinearReference(const float* x, int64_t m, const MatrixView& w, float* y);
 
 // Whether the vectorised path is in use on this CPU (for logs and benches).
 bool LinearUsesAvx2();
+
+// The code paths of Linear, widest last. Tests and benches force each one.
+enum class LinearPath { kPortable, kAvx2, kAvx512 };
+
+// Whether this CPU (and OS) can run `path`; kPortable always can.
+bool LinearPathSupported(LinearPath path);
+// The path Linear dispatches to on this CPU.
+LinearPath LinearBestPath();
+const char* LinearPathName(LinearPath path);
+
+// Linear on the given path, which must be supported (checked).
+void LinearWithPath(LinearPath path, const float* x, int64_t m, const MatrixView& w, float* y,
+                    ThreadPool* pool);
 
 }  // namespace loopserve

@@ -136,11 +136,11 @@ LOOPSERVE_AVX2_INLINE void Transpose8x8(__m256 r[8]) {
   r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-// W rows [n, n+16) ∩ [.., n_end), cols [k0, k0+kc) -> packed (kc, 16) f32,
-// rows past n_end zero so the micro-kernel needs no column tail.
+// W rows [n, n+16) ∩ [.., n_end), cols [k0, k0+kc) -> packed (kc, 16) f32 at
+// row stride ld, rows past n_end zero so the micro-kernel needs no column tail.
 template <DType T>
 LOOPSERVE_AVX2 void PackPanel(const MatrixView& w, int64_t n, int64_t n_end, int64_t k0, int64_t kc,
-                              float* packed) {
+                              float* packed, int64_t ld) {
   const int64_t k_total = w.cols;
   const int64_t valid = std::min(kNr, n_end - n);
   int64_t k = 0;
@@ -152,12 +152,12 @@ LOOPSERVE_AVX2 void PackPanel(const MatrixView& w, int64_t n, int64_t n_end, int
         r[j] = row < valid ? Load8<T>(w.data, (n + row) * k_total + k0 + k) : _mm256_setzero_ps();
       }
       Transpose8x8(r);
-      for (int kk = 0; kk < 8; ++kk) _mm256_storeu_ps(packed + (k + kk) * kNr + half * 8, r[kk]);
+      for (int kk = 0; kk < 8; ++kk) _mm256_storeu_ps(packed + (k + kk) * ld + half * 8, r[kk]);
     }
   }
   for (; k < kc; ++k) {
     for (int64_t j = 0; j < kNr; ++j) {
-      packed[k * kNr + j] = j < valid ? WidenAt(w.data, T, (n + j) * k_total + k0 + k) : 0.0f;
+      packed[k * ld + j] = j < valid ? WidenAt(w.data, T, (n + j) * k_total + k0 + k) : 0.0f;
     }
   }
 }
@@ -235,7 +235,7 @@ LOOPSERVE_AVX2 void Gemm(const float* x, const MatrixView& w, float* y, int64_t 
     for (int64_t k0 = 0; k0 < k_total; k0 += kKc) {
       const int64_t kc = std::min(kKc, k_total - k0);
       for (int64_t n = n0; n < n1; n += kNr) {
-        PackPanel<T>(w, n, n1, k0, kc, packed.data() + (n - n0) * kc);
+        PackPanel<T>(w, n, n1, k0, kc, packed.data() + (n - n0) * kc, kNr);
       }
       for (int64_t i = m_begin; i < m_end; i += kMr) {
         const int64_t rows = std::min(kMr, m_end - i);
@@ -259,6 +259,18 @@ void LinearDecodeAvx2(const float* x, int64_t m, const MatrixView& w, float* y, 
       return Decode<DType::kF16>(x, m, w, y, n_begin, n_end);
     case DType::kBF16:
       return Decode<DType::kBF16>(x, m, w, y, n_begin, n_end);
+  }
+}
+
+void PackPanelAvx2(const MatrixView& w, int64_t n, int64_t n_end, int64_t k0, int64_t kc,
+                   float* packed, int64_t ld) {
+  switch (w.dtype) {
+    case DType::kF32:
+      return PackPanel<DType::kF32>(w, n, n_end, k0, kc, packed, ld);
+    case DType::kF16:
+      return PackPanel<DType::kF16>(w, n, n_end, k0, kc, packed, ld);
+    case DType::kBF16:
+      return PackPanel<DType::kBF16>(w, n, n_end, k0, kc, packed, ld);
   }
 }
 

@@ -20,6 +20,12 @@ void LinearDecodeAvx2(const float* x, int64_t m, const MatrixView& w, float* y, 
 void LinearGemmAvx2(const float* x, const MatrixView& w, float* y, int64_t m_begin, int64_t m_end,
                     int64_t n_begin, int64_t n_end);
 
+// W rows [n, n+16) ∩ [.., n_end), cols [k0, k0+kc) widened and transposed to
+// packed (kc, 16) f32 at row stride ld >= 16; rows past n_end are zeros. The
+// AVX-512 GEMM packs its 32-wide panels as two of these.
+void PackPanelAvx2(const MatrixView& w, int64_t n, int64_t n_end, int64_t k0, int64_t kc,
+                   float* packed, int64_t ld);
+
 // Output columns per packed panel of LinearGemmAvx2 (threads split N in
 // multiples of it) and x rows per micro-kernel call.
 inline constexpr int64_t kGemmPanelCols = 16;

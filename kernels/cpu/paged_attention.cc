@@ -10,6 +10,7 @@
 #include <immintrin.h>
 #endif
 
+#include "kernels/cpu/op_profile.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cpu/vec_exp.h"
 
@@ -215,6 +216,7 @@ void PagedAttentionImpl(const VecOps& ops, const PagedKvView& kv, int instance,
                         const AttentionShape& shape, const float* q, int64_t n,
                         const int32_t* positions, const int32_t* const* block_tables,
                         const float* self_k, const float* self_v, float* out, ThreadPool* pool) {
+  op_profile::Scope profile("paged_attention");
   const int64_t qdim = int64_t{shape.num_heads} * shape.head_dim;
   const int64_t tasks = n * shape.num_kv_heads;
   auto run = [&](int64_t begin, int64_t end) {

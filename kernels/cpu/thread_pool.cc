@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/cpu/op_profile.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -73,7 +75,9 @@ struct ThreadPool::State {
       }
       const int64_t chunks = TicketChunks(t);
       const int64_t c = TicketNext(t);
+      ++op_profile::t_in_parallel_chunk;
       (*fn)(n * c / chunks, n * (c + 1) / chunks);
+      --op_profile::t_in_parallel_chunk;
       if (done.fetch_add(1, std::memory_order_seq_cst) + 1 == chunks &&
           caller_sleeping.load(std::memory_order_seq_cst)) {
         std::lock_guard<std::mutex> lock(mu);
@@ -150,6 +154,8 @@ void ThreadPool::ParallelFor(int64_t n, int64_t min_chunk,
     s.work_cv.notify_all();
   }
   s.RunChunks(generation);
+  // Profiling: the time the caller waits for the workers after its chunks.
+  op_profile::Scope profile("pool.wait_for_workers");
 
   for (int i = 0; i < kSpinIterations; ++i) {
     if (s.done.load(std::memory_order_acquire) == chunks) return;

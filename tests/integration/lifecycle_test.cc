@@ -143,8 +143,8 @@ TEST(LifecycleTest, DrainCancelsAfterGraceAndReportsNotServing) {
   constexpr int kStreams = 12;
   std::vector<std::unique_ptr<BackgroundStream>> streams;
   for (int i = 0; i < kStreams; ++i) {
-    streams.push_back(std::make_unique<BackgroundStream>(
-        server->address(), IdsRequest("default", Prompt(i), 900)));
+    streams.push_back(std::make_unique<BackgroundStream>(server->address(),
+                                                         IdsRequest("default", Prompt(i), 900)));
   }
   auto admin = AdminStub(server->address());
   v1::DrainRequest drain;
@@ -187,8 +187,8 @@ TEST(LifecycleTest, SigtermFinishesInFlightThenExitsZero) {
   constexpr int kStreams = 4;
   std::vector<std::unique_ptr<BackgroundStream>> streams;
   for (int i = 0; i < kStreams; ++i) {
-    streams.push_back(std::make_unique<BackgroundStream>(
-        server->address(), IdsRequest("default", Prompt(i), 900)));
+    streams.push_back(std::make_unique<BackgroundStream>(server->address(),
+                                                         IdsRequest("default", Prompt(i), 900)));
   }
   EXPECT_EQ(server->Terminate(std::chrono::seconds(30)), 0) << server->Logs();
   for (auto& stream : streams) {

@@ -19,8 +19,8 @@ class ServerProcess {
  public:
   // `args` are passed after the binary name; `log_path` receives stderr.
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(const std::string& binary,
-                                                             const std::vector<std::string>& args,
-                                                             const std::string& log_path);
+                                                              const std::vector<std::string>& args,
+                                                              const std::string& log_path);
   ~ServerProcess();  // SIGKILL if still running
 
   const std::string& address() const { return address_; }

@@ -4,6 +4,7 @@
 // in-process Engine's; concurrency, cancellation, deadlines, malformed
 // requests, Admin policy changes, health and metrics are checked end to end.
 #include <chrono>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -107,6 +108,22 @@ class ServingTest : public ::testing::Test {
       if (used != 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     EXPECT_EQ(used, 0) << "KV blocks still in use after every request ended";
+  }
+
+  // The server's "request finished" log line of `request_id` (polled: the
+  // line is written on the engine thread as the request ends).
+  nlohmann::json FinishedLogLine(const std::string& request_id) {
+    for (int i = 0; i < 200; ++i) {
+      std::istringstream logs(server_->Logs());
+      for (std::string line; std::getline(logs, line);) {
+        if (line.find("\"request finished\"") == std::string::npos) continue;
+        nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+        if (j.is_object() && j.value("request_id", "") == request_id) return j;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ADD_FAILURE() << "no log line for " << request_id;
+    return nlohmann::json::object();
   }
 
   static TestModel* model_;
@@ -253,7 +270,9 @@ TEST_F(ServingTest, ManyConcurrentRequestsAllCorrect) {
 TEST_F(ServingTest, ClientCancelMidStreamFreesKv) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  auto reader = stub_->GenerateStream(&context, IdsRequest("default", Prompt(1), 900));
+  v1::GenerateRequest request = IdsRequest("default", Prompt(1), 900);
+  request.set_request_id("cancel-me");
+  auto reader = stub_->GenerateStream(&context, request);
   v1::GenerateStreamResponse msg;
   ASSERT_TRUE(reader->Read(&msg));
   EXPECT_GT(msg.tokens_size(), 0);
@@ -263,6 +282,10 @@ TEST_F(ServingTest, ClientCancelMidStreamFreesKv) {
   const grpc::Status status = reader->Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_LT(received, 900);
+  // The server ended it early (not at 900 tokens) and freed its KV.
+  const nlohmann::json line = FinishedLogLine("cancel-me");
+  EXPECT_EQ(line.value("status", ""), "CANCELLED") << line.dump();
+  EXPECT_LT(line.value("completion_tokens", 900), 900) << line.dump();
   ExpectKvFreed();
   // The server keeps serving.
   v1::GenerateResponse response;
@@ -274,10 +297,14 @@ TEST_F(ServingTest, DeadlineIsHonoured) {
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(30));
   v1::GenerateResponse response;
   const auto start = std::chrono::steady_clock::now();
-  const grpc::Status status =
-      stub_->Generate(&context, IdsRequest("default", Prompt(3), 900), &response);
+  v1::GenerateRequest request = IdsRequest("default", Prompt(3), 900);
+  request.set_request_id("late");
+  const grpc::Status status = stub_->Generate(&context, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  const nlohmann::json line = FinishedLogLine("late");
+  EXPECT_EQ(line.value("status", ""), "DEADLINE_EXCEEDED") << line.dump();
+  EXPECT_LT(line.value("completion_tokens", 900), 900) << line.dump();
   ExpectKvFreed();
   EXPECT_TRUE(Generate(IdsRequest("default", Prompt(3), 4), &response).ok());
 }
@@ -375,8 +402,7 @@ TEST_F(ServingTest, MalformedRequestsGetClearErrors) {
   {
     v1::GenerateRequest r = IdsRequest("default", ok, 4);
     r.add_stop("\n");
-    add("stop sequence without tokenizer", r, grpc::StatusCode::FAILED_PRECONDITION,
-        "tokenizer");
+    add("stop sequence without tokenizer", r, grpc::StatusCode::FAILED_PRECONDITION, "tokenizer");
   }
   for (const BadCase& c : cases) {
     SCOPED_TRACE(c.name);

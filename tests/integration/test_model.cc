@@ -2,6 +2,7 @@
 
 #include <fstream>
 
+#include "engine/byte_level.h"
 #include "engine/kv_cache.h"
 #include "engine/model_weights.h"
 #include "grpcpp/create_channel.h"
@@ -30,8 +31,8 @@ nlohmann::json ModelConfigJson() {
           {"iter_adaln_rank", 4}};
 }
 
-TestModel::TestModel() {
-  absl::Status s = testutil::WriteRandomCheckpoint(dir_.path(), ModelConfigJson(), 23, DType::kF32);
+TestModel::TestModel(const nlohmann::json& config) {
+  absl::Status s = testutil::WriteRandomCheckpoint(dir_.path(), config, 23, DType::kF32);
   if (!s.ok()) {
     ADD_FAILURE() << s;
     return;
@@ -83,9 +84,8 @@ nlohmann::json ServerConfigJson(const TestModel& model, const nlohmann::json& de
 }
 
 std::unique_ptr<ServerProcess> StartServer(const std::string& config_path) {
-  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-      ServerProcess::Start(LOOPSERVE_SERVER_BINARY, {"--config=" + config_path},
-                           config_path + ".log");
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
+      LOOPSERVE_SERVER_BINARY, {"--config=" + config_path}, config_path + ".log");
   EXPECT_TRUE(server.ok()) << server.status();
   return server.ok() ? *std::move(server) : nullptr;
 }
@@ -120,6 +120,34 @@ std::vector<int32_t> Prompt(int i) {
   const int n = 3 + i % 8;
   for (int j = 0; j < n; ++j) ids.push_back((i * 7 + j * 13 + 1) % kVocab);
   return ids;
+}
+
+// Bytes 0..255, merges he=256 ll=257 hell=258 hello=259 " w"=260, then
+// <|bos|>=261 <|eos|>=262 (as tests/unit/engine/tokenizer_test.cc).
+nlohmann::json TinyTokenizerJson() {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) vocab[ByteLevelChar(static_cast<uint8_t>(b))] = b;
+  nlohmann::json merges = nlohmann::json::array();
+  int next = 256;
+  for (const auto& [l, r] : std::vector<std::pair<std::string, std::string>>{
+           {"h", "e"}, {"l", "l"}, {"he", "ll"}, {"hell", "o"}, {" ", "w"}}) {
+    const std::string left = ToByteLevel(l), right = ToByteLevel(r);
+    vocab[left + right] = next++;
+    merges.push_back(left + " " + right);
+  }
+  nlohmann::json added = nlohmann::json::array();
+  for (const char* name : {"<|bos|>", "<|eos|>"}) {
+    added.push_back({{"id", next}, {"content", name}, {"special", true}});
+    vocab[name] = next++;
+  }
+  return {
+      {"version", "1.0"},
+      {"added_tokens", added},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"post_processor", nullptr},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
 }
 
 std::vector<int32_t> TokenIds(const GenerationResult& r) {

@@ -30,7 +30,7 @@ nlohmann::json ModelConfigJson();
 // Owns the checkpoint directory (written on construction).
 class TestModel {
  public:
-  TestModel();
+  explicit TestModel(const nlohmann::json& config = ModelConfigJson());
   const std::string& dir() const { return dir_.path(); }
   std::string Join(const std::string& name) const { return dir_.Join(name); }
   // The checkpoint's KV bytes per token.
@@ -61,6 +61,10 @@ v1::GenerateRequest IdsRequest(const std::string& deployment, const std::vector<
                                int max_tokens);
 // Deterministic prompt number `i` (distinct prompts of 3..10 tokens).
 std::vector<int32_t> Prompt(int i);
+
+// A byte-level BPE tokenizer.json: bytes 0..255, merges he=256 ll=257
+// hell=258 hello=259 " w"=260, then <|bos|>=261 <|eos|>=262.
+nlohmann::json TinyTokenizerJson();
 
 std::vector<int32_t> TokenIds(const GenerationResult& r);
 std::vector<int> Loops(const GenerationResult& r);  // exit_loop + 1

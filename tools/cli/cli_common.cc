@@ -10,6 +10,7 @@
 
 ABSL_FLAG(std::string, model, "models/demo", "checkpoint directory");
 ABSL_FLAG(std::string, prompt_ids, "", "prompt token ids, comma- or space-separated");
+ABSL_FLAG(std::string, prompt, "", "prompt text (needs tokenizer.json in the model directory)");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores)");
 ABSL_FLAG(std::string, policy, "never",
           "exit policy as criterion[:threshold], e.g. max_prob:0.9, entropy:0.5, never");
@@ -32,6 +33,26 @@ absl::StatusOr<std::unique_ptr<Engine>> LoadEngine() {
   return Engine::Create(*model, options);
 }
 
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer() {
+  const std::string path = absl::GetFlag(FLAGS_model) + "/tokenizer.json";
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(path);
+  if (absl::IsNotFound(tokenizer.status())) return std::unique_ptr<Tokenizer>();
+  return tokenizer;
+}
+
+absl::StatusOr<std::vector<int32_t>> PromptFromFlags(const Tokenizer* tokenizer) {
+  const std::string text = absl::GetFlag(FLAGS_prompt);
+  if (text.empty()) return ParseIds(absl::GetFlag(FLAGS_prompt_ids));
+  if (!absl::GetFlag(FLAGS_prompt_ids).empty()) {
+    return absl::InvalidArgumentError("give either --prompt or --prompt_ids, not both");
+  }
+  if (tokenizer == nullptr) {
+    return absl::FailedPreconditionError(
+        "--prompt needs a tokenizer.json in the model directory; use --prompt_ids");
+  }
+  return tokenizer->Encode(text, /*add_bos=*/true);
+}
+
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text) {
   std::vector<int32_t> ids;
   for (absl::string_view part : absl::StrSplit(text, absl::ByAnyChar(", "), absl::SkipEmpty())) {
@@ -41,7 +62,7 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text) {
     }
     ids.push_back(id);
   }
-  if (ids.empty()) return absl::InvalidArgumentError("no token ids given (--prompt_ids)");
+  if (ids.empty()) return absl::InvalidArgumentError("no prompt given (--prompt or --prompt_ids)");
   return ids;
 }
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "tools/cli/cli_common.h"
 
@@ -24,7 +25,13 @@ int RunGenerate() {
     std::fprintf(stderr, "error: %s\n", engine.status().ToString().c_str());
     return 1;
   }
-  absl::StatusOr<std::vector<int32_t>> prompt = ParseIds(absl::GetFlag(FLAGS_prompt_ids));
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer();
+  if (!tokenizer.ok()) {
+    std::fprintf(stderr, "error: %s\n", tokenizer.status().ToString().c_str());
+    return 1;
+  }
+  const Tokenizer* tok = tokenizer->get();
+  absl::StatusOr<std::vector<int32_t>> prompt = PromptFromFlags(tok);
   absl::StatusOr<ExitPolicy> policy = PolicyFromFlags((*engine)->config());
   for (const absl::Status& s : {prompt.status(), policy.status()}) {
     if (!s.ok()) {
@@ -41,13 +48,14 @@ int RunGenerate() {
   request.sampling.top_p = absl::GetFlag(FLAGS_top_p);
   request.sampling.seed = absl::GetFlag(FLAGS_seed);
   request.sampling.logprobs = absl::GetFlag(FLAGS_logprobs);
+  if (tok != nullptr && tok->eos_id() >= 0) request.stop_token_ids.push_back(tok->eos_id());
   if (!absl::GetFlag(FLAGS_stop_ids).empty()) {
     absl::StatusOr<std::vector<int32_t>> stops = ParseIds(absl::GetFlag(FLAGS_stop_ids));
     if (!stops.ok()) {
       std::fprintf(stderr, "error: --stop_ids: %s\n", stops.status().ToString().c_str());
       return 1;
     }
-    request.stop_token_ids = *stops;
+    request.stop_token_ids.insert(request.stop_token_ids.end(), stops->begin(), stops->end());
   }
   std::vector<GenerationRequest> requests(std::max(1, absl::GetFlag(FLAGS_num_sequences)),
                                           request);
@@ -64,12 +72,21 @@ int RunGenerate() {
     total.Add(r.usage);
     std::printf("sequence %lld: finish=%s\n", static_cast<long long>(r.id),
                 FinishReasonName(r.finish_reason));
-    std::printf("  %-6s %-8s %-5s %s\n", "step", "token", "loops", "logprob");
+    std::printf("  %-6s %-8s %-5s %-9s %s\n", "step", "token", "loops", "logprob",
+                tok != nullptr ? "text" : "");
     for (size_t i = 0; i < r.tokens.size(); ++i) {
       const GeneratedToken& t = r.tokens[i];
-      std::printf("  %-6zu %-8d %-5d %.4f", i, t.token, t.exit_loop + 1, t.logprob);
+      std::printf("  %-6zu %-8d %-5d %-9.4f", i, t.token, t.exit_loop + 1, t.logprob);
+      if (tok != nullptr) {
+        std::printf(" %-12s", absl::StrCat("\"", tok->TokenBytes(t.token), "\"").c_str());
+      }
       for (const auto& [id, lp] : t.top_logprobs) std::printf("  %d:%.3f", id, lp);
       std::printf("\n");
+    }
+    if (tok != nullptr) {
+      std::vector<int32_t> ids;
+      for (const GeneratedToken& t : r.tokens) ids.push_back(t.token);
+      std::printf("  text: %s%s\n", absl::GetFlag(FLAGS_prompt).c_str(), tok->Decode(ids).c_str());
     }
     std::printf("  tokens: %s\n",
                 absl::StrJoin(r.tokens, " ", [](std::string* out, const GeneratedToken& t) {

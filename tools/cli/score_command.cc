@@ -46,7 +46,12 @@ int RunScore() {
     std::fprintf(stderr, "error: %s\n", engine.status().ToString().c_str());
     return 1;
   }
-  absl::StatusOr<std::vector<int32_t>> ids = ParseIds(absl::GetFlag(FLAGS_prompt_ids));
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer();
+  if (!tokenizer.ok()) {
+    std::fprintf(stderr, "error: %s\n", tokenizer.status().ToString().c_str());
+    return 1;
+  }
+  absl::StatusOr<std::vector<int32_t>> ids = PromptFromFlags(tokenizer->get());
   absl::StatusOr<ExitPolicy> policy = PolicyFromFlags((*engine)->config());
   for (const absl::Status& s : {ids.status(), policy.status()}) {
     if (!s.ok()) {

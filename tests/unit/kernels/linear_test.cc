@@ -1,5 +1,6 @@
-// Linear (AVX2 decode/GEMM tilings and the portable path) against
-// LinearReference for every storage dtype, odd shapes and thread counts.
+// Linear (AVX-512 and AVX2 decode/GEMM tilings and the portable path) against
+// LinearReference for every storage dtype, odd shapes and thread counts. Each
+// path the CPU supports is forced in turn; unsupported ones are skipped.
 #include "kernels/cpu/linear.h"
 
 #include <cmath>
@@ -30,24 +31,33 @@ double Tolerance(const float* x, const MatrixView& w, int64_t n) {
   return 2e-7 * std::sqrt(static_cast<double>(w.cols)) * abs_sum + 1e-30;
 }
 
-enum class Path { kDispatch, kPortable };
+enum class Path { kDispatch, kPortable, kAvx2, kAvx512 };
 
 void CheckLinear(DType dtype, int64_t m, int64_t n_out, int64_t k_in, ThreadPool* pool, Path path) {
   std::mt19937 rng(static_cast<uint32_t>(m * 1000003 + n_out * 1009 + k_in));
   auto w = MakeRandomMatrix(rng, dtype, n_out, k_in);
   std::vector<float> x = RandomFloats(rng, m * k_in);
   std::vector<float> y(static_cast<size_t>(m * n_out), -7.0f), ref(y.size());
-  if (path == Path::kDispatch) {
-    Linear(x.data(), m, w.view, y.data(), pool);
-  } else {
-    LinearPortable(x.data(), m, w.view, y.data(), pool);
+  switch (path) {
+    case Path::kDispatch:
+      Linear(x.data(), m, w.view, y.data(), pool);
+      break;
+    case Path::kPortable:
+      LinearPortable(x.data(), m, w.view, y.data(), pool);
+      break;
+    case Path::kAvx2:
+      LinearWithPath(LinearPath::kAvx2, x.data(), m, w.view, y.data(), pool);
+      break;
+    case Path::kAvx512:
+      LinearWithPath(LinearPath::kAvx512, x.data(), m, w.view, y.data(), pool);
+      break;
   }
   LinearReference(x.data(), m, w.view, ref.data());
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t n = 0; n < n_out; ++n) {
       const double tol = Tolerance(x.data() + i * k_in, w.view, n);
       ASSERT_NEAR(y[i * n_out + n], ref[i * n_out + n], tol)
-          << "dtype " << static_cast<int>(dtype) << " m " << m << " N " << n_out << " K " << k_in
+          << "path " << static_cast<int>(path) << " dtype " << static_cast<int>(dtype) << " m " << m << " N " << n_out << " K " << k_in
           << " at (" << i << ", " << n << ")";
     }
   }
@@ -55,18 +65,38 @@ void CheckLinear(DType dtype, int64_t m, int64_t n_out, int64_t k_in, ThreadPool
 
 class LinearTest : public ::testing::TestWithParam<std::tuple<DType, int64_t>> {};
 
+// Odd N/K (not multiples of 4/8/16/32), K across several 256-wide blocks,
+// N across 128-wide blocks, and narrow W (router / exit gate).
+const std::vector<std::pair<int64_t, int64_t>>& Shapes() {
+  static const auto* shapes = new std::vector<std::pair<int64_t, int64_t>>{
+      {1, 1}, {7, 13}, {33, 70}, {16, 256}, {129, 257}, {300, 1030}, {3, 520}, {1, 64}, {45, 31}};
+  return *shapes;
+}
+
+void CheckPathOverShapes(DType dtype, int64_t m, Path path) {
+  ThreadPool pool2(2), pool3(3);
+  for (const auto& [n_out, k_in] : Shapes()) {
+    CheckLinear(dtype, m, n_out, k_in, nullptr, path);
+    CheckLinear(dtype, m, n_out, k_in, &pool2, path);
+    CheckLinear(dtype, m, n_out, k_in, &pool3, path);
+  }
+}
+
 TEST_P(LinearTest, MatchesReferenceOverShapes) {
   const auto [dtype, m] = GetParam();
-  // Odd N/K (not multiples of 4/8/16), K across several 256-wide blocks,
-  // N across 128-wide blocks, and narrow W (router / exit gate).
-  const std::vector<std::pair<int64_t, int64_t>> shapes = {
-      {1, 1}, {7, 13}, {33, 70}, {16, 256}, {129, 257}, {300, 1030}, {3, 520}, {1, 64}};
-  ThreadPool pool2(2), pool3(3);
-  for (const auto& [n_out, k_in] : shapes) {
-    CheckLinear(dtype, m, n_out, k_in, nullptr, Path::kDispatch);
-    CheckLinear(dtype, m, n_out, k_in, &pool2, Path::kDispatch);
-    CheckLinear(dtype, m, n_out, k_in, &pool3, Path::kDispatch);
-  }
+  CheckPathOverShapes(dtype, m, Path::kDispatch);
+}
+
+TEST_P(LinearTest, Avx2PathMatchesReference) {
+  if (!LinearPathSupported(LinearPath::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  const auto [dtype, m] = GetParam();
+  CheckPathOverShapes(dtype, m, Path::kAvx2);
+}
+
+TEST_P(LinearTest, Avx512PathMatchesReference) {
+  if (!LinearPathSupported(LinearPath::kAvx512)) GTEST_SKIP() << "no AVX-512 on this CPU";
+  const auto [dtype, m] = GetParam();
+  CheckPathOverShapes(dtype, m, Path::kAvx512);
 }
 
 TEST_P(LinearTest, PortablePathMatchesReference) {
@@ -87,8 +117,14 @@ std::string ParamName(const ::testing::TestParamInfo<std::tuple<DType, int64_t>>
 INSTANTIATE_TEST_SUITE_P(AllDtypes, LinearTest,
                          ::testing::Combine(::testing::Values(DType::kF32, DType::kF16,
                                                               DType::kBF16),
-                                            ::testing::Values(1, 2, 3, 5, 8, 17, 64, 130)),
+                                            ::testing::Values(1, 2, 3, 4, 5, 8, 17, 64, 130)),
                          ParamName);
+
+TEST(LinearTest, BestPathIsSupported) {
+  EXPECT_TRUE(LinearPathSupported(LinearBestPath()));
+  EXPECT_TRUE(LinearPathSupported(LinearPath::kPortable));
+  EXPECT_EQ(LinearUsesAvx2(), LinearPathSupported(LinearPath::kAvx2));
+}
 
 TEST(LinearTest, ZeroInnerDimensionGivesZeros) {
   std::vector<float> y(6, 3.0f);

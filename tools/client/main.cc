@@ -1,0 +1,133 @@
+// loopserve-client: talk to a running loopserve-server.
+//   loopserve-client generate --target 127.0.0.1:50051 --prompt "In the beginning"
+//   loopserve-client health   --target 127.0.0.1:50051     (exit 0 when SERVING)
+// `generate` streams the completion and prints every token with the number
+// of loops it ran, then the usage with compute saved.
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "loopserve/v1/loopserve.grpc.pb.h"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "server address");
+ABSL_FLAG(std::string, prompt, "", "prompt text (the model needs a tokenizer)");
+ABSL_FLAG(std::string, prompt_ids, "", "prompt token ids, comma-separated");
+ABSL_FLAG(std::string, deployment, "", "deployment (empty = the server's default)");
+ABSL_FLAG(int, max_tokens, 32, "tokens to generate");
+ABSL_FLAG(float, temperature, 0.0f, "sampling temperature (0 = greedy)");
+ABSL_FLAG(double, timeout, 60.0, "deadline in seconds");
+ABSL_FLAG(bool, quiet, false, "print only the completion text");
+
+namespace {
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(
+                        static_cast<int64_t>(absl::GetFlag(FLAGS_timeout) * 1000)));
+  return ctx;
+}
+
+int Health(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::health::v1::HealthCheckRequest request;
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(Context().get(), request, &response);
+  if (!status.ok()) {
+    std::fprintf(stderr, "health: %s\n", status.error_message().c_str());
+    return 1;
+  }
+  const bool serving = response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  std::printf("%s\n", serving ? "SERVING" : "NOT_SERVING");
+  return serving ? 0 : 1;
+}
+
+int Generate(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = loopserve::v1::LoopServe::NewStub(channel);
+  loopserve::v1::GenerateRequest request;
+  request.set_deployment(absl::GetFlag(FLAGS_deployment));
+  if (!absl::GetFlag(FLAGS_prompt).empty()) {
+    request.set_text(absl::GetFlag(FLAGS_prompt));
+  } else {
+    for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_prompt_ids), ',',
+                                                 absl::SkipEmpty())) {
+      int32_t id = 0;
+      if (!absl::SimpleAtoi(part, &id)) {
+        std::fprintf(stderr, "not a token id: %s\n", std::string(part).c_str());
+        return 2;
+      }
+      request.mutable_token_ids()->add_ids(id);
+    }
+  }
+  request.set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
+  request.mutable_sampling()->set_temperature(absl::GetFlag(FLAGS_temperature));
+  const bool quiet = absl::GetFlag(FLAGS_quiet);
+
+  auto ctx = Context();
+  auto reader = stub->GenerateStream(ctx.get(), request);
+  loopserve::v1::GenerateStreamResponse message;
+  std::string text;
+  loopserve::v1::Usage usage;
+  loopserve::v1::FinishReason finish = loopserve::v1::FINISH_REASON_UNSPECIFIED;
+  if (!quiet) std::printf("%-6s %-7s %-6s %s\n", "token", "loops", "logprob", "text");
+  while (reader->Read(&message)) {
+    for (const loopserve::v1::GeneratedToken& t : message.tokens()) {
+      text += t.text();
+      if (!quiet) {
+        std::printf("%-6d %-7d %-6.2f \"%s\"\n", t.token_id(), t.loops(), t.logprob(),
+                    t.text().c_str());
+      }
+    }
+    if (message.has_usage()) usage = message.usage();
+    if (message.finish_reason() != loopserve::v1::FINISH_REASON_UNSPECIFIED) {
+      finish = message.finish_reason();
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    std::fprintf(stderr, "error %d: %s\n", static_cast<int>(status.error_code()),
+                 status.error_message().c_str());
+    return 1;
+  }
+  if (quiet) {
+    std::printf("%s\n", text.c_str());
+    return 0;
+  }
+  std::printf("\ncompletion: %s%s\n", absl::GetFlag(FLAGS_prompt).c_str(), text.c_str());
+  std::printf("finish: %s; %lld prompt + %lld generated tokens; loops %lld of %lld; "
+              "compute_saved %.1f%%\n",
+              loopserve::v1::FinishReason_Name(finish).c_str(),
+              static_cast<long long>(usage.prompt_tokens()),
+              static_cast<long long>(usage.completion_tokens()),
+              static_cast<long long>(usage.loops_executed()),
+              static_cast<long long>(usage.loops_full_depth()), 100.0 * usage.compute_saved());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || argv[1][0] == '-') {
+    std::fprintf(stderr, "usage: %s <generate|health> [--target ADDR] [flags]\n", argv[0]);
+    return 2;
+  }
+  const std::string command = argv[1];
+  std::vector<char*> args{argv[0]};
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  auto channel =
+      grpc::CreateChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials());
+  if (command == "health") return Health(channel);
+  if (command == "generate") return Generate(channel);
+  std::fprintf(stderr, "unknown command %s (generate | health)\n", command.c_str());
+  return 2;
+}
