@@ -17,8 +17,8 @@ namespace {
 void SwiGlu(const SwiGluWeights& w, const float* x, int64_t n, float* a, float* b, float* out,
             ThreadPool* pool) {
   const int64_t width = w.gate.rows;
-  Linear(x, n, w.gate, a, pool);
-  Linear(x, n, w.up, b, pool);
+  const LinearTarget gate_up[] = {{w.gate, a}, {w.up, b}};
+  LinearFused(x, n, gate_up, pool);
   SiluMul(a, b, n, width, a);
   Linear(a, n, w.down, out, pool);
 }

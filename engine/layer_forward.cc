@@ -44,9 +44,9 @@ void LayerForward::Qkv(const LayerWeights& w, const float* xn, const LayerRows& 
   const int d = config_.head_dim;
   const float eps = static_cast<float>(config_.rms_norm_eps);
   const float theta = static_cast<float>(config_.rope_theta);
-  if (q != nullptr) Linear(xn, rows.n, w.attn.q_proj, q, pool_);
-  Linear(xn, rows.n, w.attn.k_proj, k, pool_);
-  Linear(xn, rows.n, w.attn.v_proj, v, pool_);
+  // One parallel region for the projections (bit-identical to three Linears).
+  const LinearTarget qkv[] = {{w.attn.k_proj, k}, {w.attn.v_proj, v}, {w.attn.q_proj, q}};
+  LinearFused(xn, rows.n, std::span<const LinearTarget>(qkv, q != nullptr ? 3 : 2), pool_);
   if (config_.qk_norm) {  // per head: rows of d
     if (q != nullptr) RmsNorm(q, rows.n * config_.num_attention_heads, d, w.attn.q_norm, eps, q);
     RmsNorm(k, rows.n * config_.num_key_value_heads, d, w.attn.k_norm, eps, k);

@@ -157,6 +157,41 @@ void Linear(const float* x, int64_t m, const MatrixView& w, float* y, ThreadPool
   LinearImpl(x, m, w, y, pool, path);
 }
 
+void LinearFused(const float* x, int64_t m, std::span<const LinearTarget> targets,
+                 ThreadPool* pool) {
+  static const LinearPath path = DispatchedPath();
+  if (m <= 0 || targets.empty()) return;
+  const int64_t k_total = targets[0].w.cols;
+  bool fusable = m <= kDecodeMaxRows && path != LinearPath::kPortable && k_total > 0 &&
+                 pool != nullptr && pool->num_threads() > 1;
+  for (const LinearTarget& t : targets) fusable = fusable && t.w.cols == k_total;
+  if (!fusable) {
+    for (const LinearTarget& t : targets) LinearImpl(x, m, t.w, t.y, pool, path);
+    return;
+  }
+  // Units of 4 W rows, numbered across the targets in order: a chunk of
+  // units is a run of row ranges, each starting at a multiple of 4 within
+  // its target, exactly the tiles Linear would give each target.
+  std::vector<int64_t> first_unit(targets.size() + 1, 0);
+  int64_t rows_total = 0;
+  for (size_t j = 0; j < targets.size(); ++j) {
+    first_unit[j + 1] = first_unit[j] + CeilDiv(targets[j].w.rows, 4);
+    rows_total += targets[j].w.rows;
+  }
+  op_profile::Scope profile("linear(decode, fused)", rows_total, k_total);
+  const SimdTiles& tiles = path == LinearPath::kAvx512 ? kAvx512Tiles : kAvx2Tiles;
+  const int64_t min_units = CeilDiv(CeilDiv(kMinMacsPerChunk, m * k_total), 4);
+  pool->ParallelFor(first_unit.back(), min_units, [&](int64_t b, int64_t e) {
+    for (size_t j = 0; j < targets.size(); ++j) {
+      const int64_t lo = std::max(b, first_unit[j]), hi = std::min(e, first_unit[j + 1]);
+      if (lo >= hi) continue;
+      const LinearTarget& t = targets[j];
+      tiles.decode(x, m, t.w, t.y, (lo - first_unit[j]) * 4,
+                   std::min(t.w.rows, (hi - first_unit[j]) * 4));
+    }
+  });
+}
+
 void LinearPortable(const float* x, int64_t m, const MatrixView& w, float* y, ThreadPool* pool) {
   LinearImpl(x, m, w, y, pool, LinearPath::kPortable);
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "kernels/common/weight_view.h"
 
@@ -14,6 +15,19 @@ class ThreadPool;
 
 // x (m, W.cols) -> y (m, W.rows). y must not alias x. pool may be null.
 void Linear(const float* x, int64_t m, const MatrixView& w, float* y, ThreadPool* pool);
+
+// One of several linears of the same input: y = x · wᵀ.
+struct LinearTarget {
+  MatrixView w;
+  float* y;
+};
+
+// Linear for every target (all with w.cols == K) in ONE parallel region
+// when m is decode-sized (q/k/v, gate/up): one fork-join instead of one per
+// weight; each y is bit-identical to Linear's. Larger m runs them in turn.
+//   x (m, K), W_j [N_j, K] -> y_j (m, N_j)
+void LinearFused(const float* x, int64_t m, std::span<const LinearTarget> targets,
+                 ThreadPool* pool);
 
 // Linear on the portable (non-SIMD) path whatever the CPU; tests cover it
 // on machines where Linear itself dispatches to AVX2.

@@ -120,6 +120,33 @@ INSTANTIATE_TEST_SUITE_P(AllDtypes, LinearTest,
                                             ::testing::Values(1, 2, 3, 4, 5, 8, 17, 64, 130)),
                          ParamName);
 
+// LinearFused must give each target exactly what Linear gives it (same tiles,
+// same sums), for decode-sized m (one fused region) and larger m (in turn).
+TEST(LinearTest, FusedIsBitIdenticalToSeparateLinears) {
+  std::mt19937 rng(11);
+  const int64_t k_in = 70;
+  std::vector<kernel_test::RandomMatrix> ws;
+  for (int64_t n_out : {13, 4, 33}) ws.push_back(MakeRandomMatrix(rng, DType::kBF16, n_out, k_in));
+  ThreadPool pool2(2), pool3(3);
+  for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
+    for (int64_t m : {1, 3, 8, 32, 40}) {
+      std::vector<float> x = RandomFloats(rng, m * k_in);
+      std::vector<std::vector<float>> fused, separate;
+      std::vector<LinearTarget> targets;
+      for (const auto& w : ws) {
+        fused.emplace_back(static_cast<size_t>(m * w.view.rows), -7.0f);
+        separate.emplace_back(static_cast<size_t>(m * w.view.rows), -5.0f);
+      }
+      for (size_t j = 0; j < ws.size(); ++j) targets.push_back({ws[j].view, fused[j].data()});
+      LinearFused(x.data(), m, targets, pool);
+      for (size_t j = 0; j < ws.size(); ++j) {
+        Linear(x.data(), m, ws[j].view, separate[j].data(), pool);
+        EXPECT_EQ(fused[j], separate[j]) << "m " << m << " target " << j;
+      }
+    }
+  }
+}
+
 TEST(LinearTest, BestPathIsSupported) {
   EXPECT_TRUE(LinearPathSupported(LinearBestPath()));
   EXPECT_TRUE(LinearPathSupported(LinearPath::kPortable));
