@@ -85,9 +85,12 @@ void LayerForward::Ffn(const LayerWeights& w, const float* x, int64_t n, float* 
   if (pool_ != nullptr && pool_->num_threads() > 1 && num_active > 1 &&
       max_count <= kExpertParallelMaxRows) {
     op_profile::Scope profile("moe_experts(one per thread)");
-    pool_->ParallelFor(num_active, 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) run_expert(active[i], nullptr);
+    // Largest groups first, each claimed by the next free thread.
+    std::vector<int> by_size = active;
+    std::stable_sort(by_size.begin(), by_size.end(), [&](int x, int y) {
+      return groups.offsets[x + 1] - groups.offsets[x] > groups.offsets[y + 1] - groups.offsets[y];
     });
+    pool_->ParallelForEach(num_active, [&](int64_t i) { run_expert(by_size[i], nullptr); });
   } else {
     for (int e : active) run_expert(e, pool_);
   }

@@ -142,6 +142,23 @@ void ThreadPool::ParallelFor(int64_t n, int64_t min_chunk,
     fn(0, n);
     return;
   }
+  Run(n, chunks, fn);
+}
+
+void ThreadPool::ParallelForEach(int64_t n, const std::function<void(int64_t i)>& fn) {
+  if (n <= 0) return;
+  if (num_threads_ == 1 || n == 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  const int64_t chunks = std::min<int64_t>(n, kMaxChunks);
+  Run(n, chunks, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) fn(i);
+  });
+}
+
+void ThreadPool::Run(int64_t n, int64_t chunks,
+                     const std::function<void(int64_t begin, int64_t end)>& fn) {
   State& s = *state_;
   std::lock_guard<std::mutex> call_lock(s.call_mu);
   s.fn = &fn;

@@ -25,11 +25,19 @@ class ThreadPool {
   void ParallelFor(int64_t n, int64_t min_chunk,
                    const std::function<void(int64_t begin, int64_t end)>& fn);
 
+  // Calls fn(i) for every i in [0, n), each index its own chunk claimed by
+  // whichever thread is free next: for a few uneven tasks (a batch's routed
+  // experts), where equal contiguous chunks would leave a thread idle.
+  // Not reentrant either.
+  void ParallelForEach(int64_t n, const std::function<void(int64_t i)>& fn);
+
   // Threads to use when the caller passes 0: hardware concurrency.
   static int DefaultThreads();
 
  private:
   struct State;
+  // Runs `chunks` equal chunks of [0, n) on the workers and the caller.
+  void Run(int64_t n, int64_t chunks, const std::function<void(int64_t, int64_t)>& fn);
   int num_threads_;
   std::unique_ptr<State> state_;
 };

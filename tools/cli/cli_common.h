@@ -38,5 +38,6 @@ absl::StatusOr<ExitPolicy> PolicyFromFlags(const ModelConfig& config);
 
 int RunGenerate();
 int RunScore();
+int RunCalibrate();
 
 }  // namespace loopserve::cli

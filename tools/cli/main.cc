@@ -1,6 +1,7 @@
 // loopserve-cli: try the engine without a server.
 //   loopserve-cli generate --model DIR --prompt_ids 1,2,3 --policy max_prob:0.9
 //   loopserve-cli score    --model DIR --prompt_ids 1,2,3 [--policy ...]
+//   loopserve-cli calibrate --model DIR --prompts FILE [--out DIR]
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -12,9 +13,9 @@
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "loopserve-cli <generate|score> --model DIR --prompt_ids IDS [--policy crit:τ] ...");
+      "loopserve-cli <generate|score|calibrate> --model DIR --prompt_ids IDS [--policy crit:τ] ...");
   if (argc < 2 || argv[1][0] == '-') {
-    std::fprintf(stderr, "usage: %s <generate|score> [flags]  (--help for flags)\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <generate|score|calibrate> [flags]  (--help for flags)\n", argv[0]);
     if (argc >= 2) absl::ParseCommandLine(argc, argv);
     return 2;
   }
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (command == "generate") return loopserve::cli::RunGenerate();
   if (command == "score") return loopserve::cli::RunScore();
-  std::fprintf(stderr, "unknown command `%s` (generate | score)\n", command.c_str());
+  if (command == "calibrate") return loopserve::cli::RunCalibrate();
+  std::fprintf(stderr, "unknown command `%s` (generate | score | calibrate)\n", command.c_str());
   return 2;
 }

@@ -66,6 +66,30 @@ TEST(ThreadPoolTest, WakesSleepingWorkers) {
   }
 }
 
+TEST(ThreadPoolTest, ForEachCoversEveryIndexOnceAndSpreadsUnevenTasks) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 2, 5, 100}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      pool.ParallelForEach(n, [&](int64_t i) { hits[i].fetch_add(1); });
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << threads << " " << n << " " << i;
+    }
+  }
+  // One long task first: the other thread must take all the short ones
+  // instead of waiting behind it in a contiguous half.
+  ThreadPool pool(2);
+  std::mutex mu;
+  std::vector<std::thread::id> runner(9);
+  pool.ParallelForEach(9, [&](int64_t i) {
+    if (i == 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::lock_guard<std::mutex> lock(mu);
+    runner[i] = std::this_thread::get_id();
+  });
+  int with_long = 0;
+  for (int64_t i = 1; i < 9; ++i) with_long += runner[i] == runner[0];
+  EXPECT_EQ(with_long, 0);
+}
+
 TEST(ThreadPoolTest, ZeroMeansDefaultThreads) {
   ThreadPool pool(0);
   EXPECT_EQ(pool.num_threads(), ThreadPool::DefaultThreads());
