@@ -3,7 +3,9 @@
 // weights, plus the pool's fork-join overhead, decode attention, logit stats.
 //   loopserve_kernels_bench --benchmark_filter=Linear
 #include <cstdint>
+#include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "benchmark/benchmark.h"
@@ -48,8 +50,10 @@ void BM_Linear(benchmark::State& state) {
                          benchmark::Counter::kIs1024);
   state.counters["FLOP/s"] = benchmark::Counter(iters * 2.0 * static_cast<double>(m * n_out * k_in),
                                                 benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(dtype == DType::kF32 ? "f32" : "bf16") +
-                 " " + LinearPathName(LinearBestPath()));
+  state.SetLabel(std::string(dtype == DType::kF32 ? "f32" : "bf16") + " " +
+                 (std::getenv("LOOPSERVE_LINEAR_PATH") != nullptr
+                      ? std::string(std::getenv("LOOPSERVE_LINEAR_PATH"))
+                      : std::string(LinearPathName(LinearBestPath()))));
 }
 
 void LinearArgs(benchmark::internal::Benchmark* b) {

@@ -107,8 +107,7 @@ PolicyEvaluation EvaluatePolicy(absl::Span<const SequenceRecord> records, const 
       const PositionExit x = OfflineExit(rec, p, policy, config, tracker);
       const LoopRecord& at_exit = rec.At(p, x.exit_loop);
       const LoopRecord& full = rec.At(p, last);
-      e.flops_done +=
-          flops.Done(p, x.exit_loop + 1, x.exit_heads, x.gate_evals, x.propagate_fills);
+      e.flops_done += flops.Done(p, x.exit_loop + 1, x.exit_heads, x.gate_evals, x.propagate_fills);
       e.flops_full += flops.FullDepth(p);
       loops += x.exit_loop + 1;
       agree += at_exit.stats.top1 == full.stats.top1 ? 1 : 0;
@@ -128,8 +127,8 @@ PolicyEvaluation EvaluatePolicy(absl::Span<const SequenceRecord> records, const 
   return e;
 }
 
-std::vector<double> ThresholdGrid(absl::Span<const SequenceRecord> records,
-                                  ExitCriterion criterion, int count) {
+std::vector<double> ThresholdGrid(absl::Span<const SequenceRecord> records, ExitCriterion criterion,
+                                  int count) {
   std::vector<double> grid;
   if (count < 1 || records.empty()) return grid;
   if (criterion == ExitCriterion::kNever) return grid;
@@ -167,9 +166,8 @@ absl::StatusOr<std::vector<PolicyEvaluation>> SweepPolicies(
   if (records.empty()) return absl::InvalidArgumentError("calibration sweep: no sequences");
   for (const SequenceRecord& rec : records) {
     if (rec.num_loops != config.num_loops) {
-      return absl::InvalidArgumentError(absl::StrCat("calibration sweep: record has ",
-                                                     rec.num_loops, " loops, model ",
-                                                     config.num_loops));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "calibration sweep: record has ", rec.num_loops, " loops, model ", config.num_loops));
     }
   }
   std::vector<PolicyEvaluation> out;
@@ -206,8 +204,7 @@ absl::StatusOr<std::vector<PolicyEvaluation>> SweepPolicies(
   return out;
 }
 
-std::vector<size_t> ParetoFront(absl::Span<const PolicyEvaluation> evals,
-                                ExitCriterion criterion) {
+std::vector<size_t> ParetoFront(absl::Span<const PolicyEvaluation> evals, ExitCriterion criterion) {
   std::vector<size_t> front;
   for (size_t i = 0; i < evals.size(); ++i) {
     if (evals[i].policy.criterion != criterion) continue;
@@ -216,17 +213,15 @@ std::vector<size_t> ParetoFront(absl::Span<const PolicyEvaluation> evals,
       if (j == i || evals[j].policy.criterion != criterion) continue;
       const PolicyEvaluation& a = evals[j];
       const PolicyEvaluation& b = evals[i];
-      const bool no_worse =
-          a.compute_saved >= b.compute_saved && a.nll_increase <= b.nll_increase;
+      const bool no_worse = a.compute_saved >= b.compute_saved && a.nll_increase <= b.nll_increase;
       const bool better = a.compute_saved > b.compute_saved || a.nll_increase < b.nll_increase;
       // Identical points: keep the first only.
       dominated = no_worse && (better || j < i);
     }
     if (!dominated) front.push_back(i);
   }
-  std::sort(front.begin(), front.end(), [&](size_t a, size_t b) {
-    return evals[a].compute_saved < evals[b].compute_saved;
-  });
+  std::sort(front.begin(), front.end(),
+            [&](size_t a, size_t b) { return evals[a].compute_saved < evals[b].compute_saved; });
   return front;
 }
 
@@ -251,8 +246,11 @@ std::optional<size_t> SelectCheapest(absl::Span<const PolicyEvaluation> evals,
     }
     const PolicyEvaluation& a = evals[i];
     const PolicyEvaluation& b = evals[*best];
-    if (a.compute_saved > b.compute_saved ||
-        (a.compute_saved == b.compute_saved && a.nll_increase < b.nll_increase)) {
+    // Ties: smaller NLL increase, then static depth (no exit checks, the
+    // simplest policy to serve), then the earlier point.
+    const bool tie = a.compute_saved == b.compute_saved;
+    if (a.compute_saved > b.compute_saved || (tie && a.nll_increase < b.nll_increase) ||
+        (tie && a.nll_increase == b.nll_increase && IsStaticDepth(a) && !IsStaticDepth(b))) {
       best = i;
     }
   }

@@ -67,8 +67,8 @@ struct SweepOptions {
 // compares with τ, over the boundaries t ≤ L−2 where a decision is not
 // forced; for top1_stable the streak lengths 1 .. L−1. Empty when the
 // statistic never occurs (e.g. L = 1).
-std::vector<double> ThresholdGrid(absl::Span<const SequenceRecord> records,
-                                  ExitCriterion criterion, int count);
+std::vector<double> ThresholdGrid(absl::Span<const SequenceRecord> records, ExitCriterion criterion,
+                                  int count);
 
 // Every criterion × threshold × min_loops (min_loops > L skipped), then the
 // static-depth baseline: criterion never, max_loops = 1 .. L (the last one
@@ -86,8 +86,7 @@ inline bool IsStaticDepth(const PolicyEvaluation& e) {
 // Indices of the points of `evals` with `criterion` that no other point of
 // that criterion dominates (at least as much saved and at most as much NLL
 // increase, better in one), sorted by compute saved ascending.
-std::vector<size_t> ParetoFront(absl::Span<const PolicyEvaluation> evals,
-                                ExitCriterion criterion);
+std::vector<size_t> ParetoFront(absl::Span<const PolicyEvaluation> evals, ExitCriterion criterion);
 
 struct QualityTarget {
   enum class Kind : uint8_t { kMaxNllIncrease, kMinAgreement };
@@ -98,7 +97,7 @@ struct QualityTarget {
 bool MeetsTarget(const PolicyEvaluation& e, const QualityTarget& target);
 
 // The point meeting `target` that saves the most compute (ties: smaller NLL
-// increase, then earlier index); nullopt when none does.
+// increase, then static depth, then earlier index); nullopt when none does.
 std::optional<size_t> SelectCheapest(absl::Span<const PolicyEvaluation> evals,
                                      const QualityTarget& target);
 

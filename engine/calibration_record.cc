@@ -45,9 +45,9 @@ absl::StatusOr<SequenceRecord> RecordSequence(const LoadedModel& model, const Sc
   for (int64_t p = 0; p < record.num_positions; ++p) {
     const int32_t next = ids[p + 1];
     if (next < 0 || next >= vocab) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("calibration record: token id ", next, " at position ", p + 1,
-                       " outside the vocabulary [0, ", vocab, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("calibration record: token id ", next,
+                                                     " at position ", p + 1,
+                                                     " outside the vocabulary [0, ", vocab, ")"));
     }
     for (int t = 0; t < num_loops; ++t) {
       LoopRecord& r = record.loops[p * num_loops + t];

@@ -22,11 +22,11 @@ namespace loopserve {
 // decisions compare exactly the same numbers.
 struct LoopRecord {
   static constexpr double kNone = std::numeric_limits<double>::quiet_NaN();
-  LogitStats stats;             // of z_t
-  double kl = kNone;            // KL(softmax z_t ‖ softmax z_{t−1}), t ≥ 1
-  double hidden_cosine = kNone; // cos(h_t, h_{t−1}), t ≥ 1
-  double gate = kNone;          // λ_t, models with an exit gate only
-  double log_prob_next = 0;     // log softmax(z_t)[token at position + 1]
+  LogitStats stats;              // of z_t
+  double kl = kNone;             // KL(softmax z_t ‖ softmax z_{t−1}), t ≥ 1
+  double hidden_cosine = kNone;  // cos(h_t, h_{t−1}), t ≥ 1
+  double gate = kNone;           // λ_t, models with an exit gate only
+  double log_prob_next = 0;      // log softmax(z_t)[token at position + 1]
 };
 
 // One scored sequence: positions 0 .. num_positions−1 are the tokens that

@@ -36,8 +36,8 @@ absl::StatusOr<std::map<std::string, ExitPolicy>> ParseNamedPolicies(absl::strin
       if (absl::Status s = ValidateExitPolicy(*policy, *model); !s.ok()) policy = s;
     }
     if (!policy.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("exit_policies.json: policy \"", name,
-                                                     "\": ", policy.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("exit_policies.json: policy \"", name, "\": ", policy.status().message()));
     }
     out.emplace(name, *policy);
   }

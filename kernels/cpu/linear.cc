@@ -242,8 +242,8 @@ const char* LinearPathName(LinearPath path) {
 
 void LinearWithPath(LinearPath path, const float* x, int64_t m, const MatrixView& w, float* y,
                     ThreadPool* pool) {
-  LOOPSERVE_CHECK(LinearPathSupported(path)) << "Linear path " << LinearPathName(path)
-                                             << " not supported on this CPU";
+  LOOPSERVE_CHECK(LinearPathSupported(path))
+      << "Linear path " << LinearPathName(path) << " not supported on this CPU";
   LinearImpl(x, m, w, y, pool, path);
 }
 

@@ -53,7 +53,21 @@ LOOPSERVE_AVX2 void DotTile(const float* x, int64_t k_total, const void* w, int6
     for (int r = 0; r < MB; ++r) acc[j][r] = _mm256_setzero_ps();
   }
   const int64_t k_vec = k_total & ~int64_t{7};
+  // The next tile's W rows are prefetched a whole tile ahead, at the same
+  // column: the hardware prefetcher alone leaves batched decode (compute
+  // between loads) waiting on DRAM latency. Integer arithmetic: after the
+  // last tile the address is past W, which a prefetch may name but a
+  // pointer may not.
+  const int64_t row_bytes = k_total * DTypeSize(T);
+  const uintptr_t next = reinterpret_cast<uintptr_t>(w) + (n + NB) * row_bytes;
   for (int64_t k = 0; k < k_vec; k += 8) {
+    if ((k * DTypeSize(T)) % 64 == 0) {
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) {
+        _mm_prefetch(reinterpret_cast<const char*>(next + j * row_bytes + k * DTypeSize(T)),
+                     _MM_HINT_T0);
+      }
+    }
     __m256 xv[MB];
 #pragma GCC unroll 4
     for (int r = 0; r < MB; ++r) xv[r] = _mm256_loadu_ps(x + r * k_total + k);

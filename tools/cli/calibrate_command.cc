@@ -74,13 +74,12 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> ReadPrompts(const std::string&
       ids = *parsed;
     }
     if (static_cast<int>(ids.size()) > max_positions) {
-      std::fprintf(stderr, "warning: %s:%d: %zu tokens, truncated to %d (context)\n",
-                   path.c_str(), line_no, ids.size(), max_positions);
+      std::fprintf(stderr, "warning: %s:%d: %zu tokens, truncated to %d (context)\n", path.c_str(),
+                   line_no, ids.size(), max_positions);
       ids.resize(static_cast<size_t>(max_positions));
     }
     if (ids.size() < 2) {
-      std::fprintf(stderr, "warning: %s:%d: fewer than 2 tokens, skipped\n", path.c_str(),
-                   line_no);
+      std::fprintf(stderr, "warning: %s:%d: fewer than 2 tokens, skipped\n", path.c_str(), line_no);
       continue;
     }
     out.push_back(std::move(ids));
@@ -94,7 +93,8 @@ absl::StatusOr<SweepOptions> SweepOptionsFromFlags(const ModelConfig& config) {
   for (absl::string_view name :
        absl::StrSplit(absl::GetFlag(FLAGS_criteria), ',', absl::SkipWhitespace())) {
     absl::StatusOr<ExitCriterion> c = ParseExitCriterion(absl::StripAsciiWhitespace(name));
-    if (!c.ok()) return absl::InvalidArgumentError(absl::StrCat("--criteria: ", c.status().message()));
+    if (!c.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--criteria: ", c.status().message()));
     if (*c == ExitCriterion::kGate && !config.exit_gate) {
       std::fprintf(stderr, "note: model has no exit gate; criterion gate skipped\n");
       continue;
@@ -111,9 +111,8 @@ absl::StatusOr<SweepOptions> SweepOptionsFromFlags(const ModelConfig& config) {
   options.min_loops_grid.assign(grid->begin(), grid->end());
   for (int m : options.min_loops_grid) {
     if (m < 1 || m > config.num_loops) {
-      return absl::InvalidArgumentError(absl::StrCat("--min_loops_grid: ", m,
-                                                     " outside [1, num_loops = ",
-                                                     config.num_loops, "]"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--min_loops_grid: ", m, " outside [1, num_loops = ", config.num_loops, "]"));
     }
   }
   absl::StatusOr<KvFill> fill = ParseKvFill(absl::GetFlag(FLAGS_kv_fill));
@@ -140,8 +139,9 @@ absl::Status WriteSelectedPolicy(const CalibrationReport& report, const std::str
   }
   absl::StatusOr<std::string> merged =
       MergeNamedPolicy(existing, report.policy_name, report.points[*report.selected].policy);
-  if (!merged.ok()) return absl::Status(merged.status().code(),
-                                        absl::StrCat(path, ": ", merged.status().message()));
+  if (!merged.ok())
+    return absl::Status(merged.status().code(),
+                        absl::StrCat(path, ": ", merged.status().message()));
   return WriteText(path, *merged);
 }
 
@@ -153,9 +153,9 @@ absl::Status WriteOutputs(const CalibrationReport& report, const std::string& di
     return s;
   }
   PlotOptions plot;
-  plot.title = absl::StrCat("exit calibration: ", std::filesystem::path(report.model).filename().string(),
-                            ", ", report.prompts, " prompts, ", report.tokens,
-                            " positions (teacher-forced)");
+  plot.title = absl::StrCat(
+      "exit calibration: ", std::filesystem::path(report.model).filename().string(), ", ",
+      report.prompts, " prompts, ", report.tokens, " positions (teacher-forced)");
   plot.target_y = report.target.kind == QualityTarget::Kind::kMaxNllIncrease
                       ? 100 * report.target.value
                       : std::numeric_limits<double>::quiet_NaN();
@@ -177,9 +177,10 @@ int RunCalibrate() {
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer();
   if (!tokenizer.ok()) return Fail(tokenizer.status());
   const ModelConfig& config = (*engine)->config();
-  if (absl::GetFlag(FLAGS_prompts).empty()) return Fail(absl::InvalidArgumentError("--prompts is required"));
-  absl::StatusOr<std::vector<std::vector<int32_t>>> prompts = ReadPrompts(
-      absl::GetFlag(FLAGS_prompts), tokenizer->get(), config.max_position_embeddings);
+  if (absl::GetFlag(FLAGS_prompts).empty())
+    return Fail(absl::InvalidArgumentError("--prompts is required"));
+  absl::StatusOr<std::vector<std::vector<int32_t>>> prompts =
+      ReadPrompts(absl::GetFlag(FLAGS_prompts), tokenizer->get(), config.max_position_embeddings);
   if (!prompts.ok()) return Fail(prompts.status());
   absl::StatusOr<SweepOptions> options = SweepOptionsFromFlags(config);
   if (!options.ok()) return Fail(options.status());

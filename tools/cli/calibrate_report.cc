@@ -33,8 +33,7 @@ std::string TargetText(const QualityTarget& t) {
 void PrintRow(const PolicyEvaluation& e, const char* mark) {
   std::printf("%-14s %10.5g %4d %4d %9.2f%% %7.3f %8.4f %8.4f %+9.3f%% %s\n",
               ExitCriterionName(e.policy.criterion), e.policy.threshold, e.policy.min_loops,
-              e.policy.max_loops,
-              100 * e.compute_saved, e.mean_loops, e.top1_agreement, e.mean_nll,
+              e.policy.max_loops, 100 * e.compute_saved, e.mean_loops, e.top1_agreement, e.mean_nll,
               100 * e.nll_increase, mark);
 }
 
@@ -70,17 +69,19 @@ void PrintReport(const CalibrationReport& r, bool all_points) {
       std::printf("  %-14s none meets the target\n", name);
     } else {
       const PolicyEvaluation& e = mine[*best];
-      std::printf("  %-14s %7.2f%%  (threshold %g, min_loops %d, max_loops %d, dNLL %+.3f%%, "
-                  "agree %.3f)\n",
-                  name, 100 * e.compute_saved, e.policy.threshold, e.policy.min_loops,
-                  e.policy.max_loops, 100 * e.nll_increase, e.top1_agreement);
+      std::printf(
+          "  %-14s %7.2f%%  (threshold %g, min_loops %d, max_loops %d, dNLL %+.3f%%, "
+          "agree %.3f)\n",
+          name, 100 * e.compute_saved, e.policy.threshold, e.policy.min_loops, e.policy.max_loops,
+          100 * e.nll_increase, e.top1_agreement);
     }
   }
   const CalibrationTiming& t = r.timing;
-  std::printf("\ntiming: score %.3f s, record %.3f s, sweep of %zu policies %.3f s; "
-              "total / score = %.3fx",
-              t.score_s, t.record_s, r.points.size(), t.sweep_s,
-              (t.score_s + t.record_s + t.sweep_s) / t.score_s);
+  std::printf(
+      "\ntiming: score %.3f s, record %.3f s, sweep of %zu policies %.3f s; "
+      "total / score = %.3fx",
+      t.score_s, t.record_s, r.points.size(), t.sweep_s,
+      (t.score_s + t.record_s + t.sweep_s) / t.score_s);
   if (t.baseline_s > 0) {
     std::printf("; total / plain full-depth prefill (%.3f s) = %.3fx", t.baseline_s,
                 (t.score_s + t.record_s + t.sweep_s) / t.baseline_s);
@@ -125,7 +126,7 @@ nlohmann::json ReportJson(const CalibrationReport& r) {
       {"mode", "teacher-forced"},
       {"target",
        {{"kind", r.target.kind == QualityTarget::Kind::kMaxNllIncrease ? "max_nll_increase"
-                                                                        : "min_agreement"},
+                                                                       : "min_agreement"},
         {"value", r.target.value}}},
       {"timing_s",
        {{"score", r.timing.score_s},

@@ -56,7 +56,9 @@ std::string CalibrationPlotSvg(const std::vector<PlotSeries>& series, const Plot
   x_hi = std::ceil(x_hi / x_step) * x_step;
   y_lo = std::floor(y_lo / y_step) * y_step;
   const double pw = kWidth - kLeft - kRight, ph = kHeight - kTop - kBottom;
-  auto sx = [&](double x) { return kLeft + (std::clamp(x, x_lo, x_hi) - x_lo) / (x_hi - x_lo) * pw; };
+  auto sx = [&](double x) {
+    return kLeft + (std::clamp(x, x_lo, x_hi) - x_lo) / (x_hi - x_lo) * pw;
+  };
   auto sy = [&](double y) {
     return kTop + ph - (std::clamp(y, y_lo, y_hi) - y_lo) / (y_hi - y_lo) * ph;
   };

@@ -21,9 +21,9 @@ struct PlotSeries {
 
 struct PlotOptions {
   std::string title;
-  double y_max = 10;          // points above are drawn on the top edge, hollow
-  double x_min = -100;        // points left of it are drawn on the left edge, hollow
-  double target_y = 1;        // horizontal reference line (NaN: none)
+  double y_max = 10;    // points above are drawn on the top edge, hollow
+  double x_min = -100;  // points left of it are drawn on the left edge, hollow
+  double target_y = 1;  // horizontal reference line (NaN: none)
 };
 
 std::string CalibrationPlotSvg(const std::vector<PlotSeries>& series, const PlotOptions& options);

@@ -13,9 +13,11 @@
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "loopserve-cli <generate|score|calibrate> --model DIR --prompt_ids IDS [--policy crit:τ] ...");
+      "loopserve-cli <generate|score|calibrate> --model DIR --prompt_ids IDS [--policy crit:τ] "
+      "...");
   if (argc < 2 || argv[1][0] == '-') {
-    std::fprintf(stderr, "usage: %s <generate|score|calibrate> [flags]  (--help for flags)\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <generate|score|calibrate> [flags]  (--help for flags)\n",
+                 argv[0]);
     if (argc >= 2) absl::ParseCommandLine(argc, argv);
     return 2;
   }

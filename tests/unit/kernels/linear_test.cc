@@ -57,8 +57,8 @@ void CheckLinear(DType dtype, int64_t m, int64_t n_out, int64_t k_in, ThreadPool
     for (int64_t n = 0; n < n_out; ++n) {
       const double tol = Tolerance(x.data() + i * k_in, w.view, n);
       ASSERT_NEAR(y[i * n_out + n], ref[i * n_out + n], tol)
-          << "path " << static_cast<int>(path) << " dtype " << static_cast<int>(dtype) << " m " << m << " N " << n_out << " K " << k_in
-          << " at (" << i << ", " << n << ")";
+          << "path " << static_cast<int>(path) << " dtype " << static_cast<int>(dtype) << " m " << m
+          << " N " << n_out << " K " << k_in << " at (" << i << ", " << n << ")";
     }
   }
 }

@@ -72,16 +72,26 @@ TEST(ThreadPoolTest, ForEachCoversEveryIndexOnceAndSpreadsUnevenTasks) {
     for (int64_t n : {0, 1, 2, 5, 100}) {
       std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
       pool.ParallelForEach(n, [&](int64_t i) { hits[i].fetch_add(1); });
-      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << threads << " " << n << " " << i;
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(hits[i].load(), 1) << threads << " " << n << " " << i;
     }
   }
   // One long task first: the other thread must take all the short ones
-  // instead of waiting behind it in a contiguous half.
+  // instead of waiting behind it in a contiguous half. Task 0 holds its
+  // thread until the eight others are done (or 10 s pass, which then fails).
   ThreadPool pool(2);
   std::mutex mu;
   std::vector<std::thread::id> runner(9);
+  std::atomic<int> short_done{0};
   pool.ParallelForEach(9, [&](int64_t i) {
-    if (i == 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (i == 0) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (short_done.load() < 8 && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    } else {
+      short_done.fetch_add(1);
+    }
     std::lock_guard<std::mutex> lock(mu);
     runner[i] = std::this_thread::get_id();
   });
