@@ -117,6 +117,11 @@ absl::Status Server::Init() {
         ServerMetrics::Create(config_.metrics_address, ModelName(config_.model_dir), mc.num_loops);
     if (!metrics.ok()) return metrics.status();
     metrics_ = *std::move(metrics);
+    // Request series are labelled only with configured deployments, so a
+    // client typing names cannot create unbounded series.
+    std::vector<std::string> names;
+    for (const Deployment& d : registry_->List()) names.push_back(d.name);
+    metrics_->SetKnownDeployments(names);
   }
   EngineLoopOptions lo;
   lo.max_queued_requests = config_.max_queued_requests;

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "engine/named_policies.h"
 
 namespace loopserve {
 namespace {
@@ -115,33 +116,16 @@ absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path) {
 
 absl::StatusOr<std::map<std::string, ExitPolicy>> LoadNamedPolicies(const std::string& model_dir,
                                                                     const ModelConfig& model) {
-  std::map<std::string, ExitPolicy> out;
   const std::string path = (std::filesystem::path(model_dir) / "exit_policies.json").string();
-  if (!std::filesystem::exists(path)) return out;
+  if (!std::filesystem::exists(path)) return std::map<std::string, ExitPolicy>();
   absl::StatusOr<std::string> text = ReadText(path);
   if (!text.ok()) return text.status();
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(*text);
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": invalid JSON: ", e.what()));
+  // One parser for the server and the calibration tool that writes the file.
+  absl::StatusOr<std::map<std::string, ExitPolicy>> parsed = ParseNamedPolicies(*text, &model);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
   }
-  if (!json.is_object() || !json.contains("policies") || !json.at("policies").is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": expected {\"policies\": {\"name\": {policy}}}"));
-  }
-  for (auto it = json.at("policies").begin(); it != json.at("policies").end(); ++it) {
-    absl::StatusOr<ExitPolicy> policy = ExitPolicyFromJson(it.value());
-    if (policy.ok()) {
-      if (absl::Status s = ValidateExitPolicy(*policy, model); !s.ok()) policy = s;
-    }
-    if (!policy.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": policy `", it.key(), "`: ", policy.status().message()));
-    }
-    out.emplace(it.key(), *policy);
-  }
-  return out;
+  return parsed;
 }
 
 }  // namespace loopserve

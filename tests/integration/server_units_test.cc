@@ -70,7 +70,7 @@ TEST(ServerConfigTest, NamedPolicies) {
             {{"policies", {{"deep", {{"criterion", "never"}, {"max_loops", 99}}}}}});
   named = LoadNamedPolicies(dir.path(), Config());
   ASSERT_FALSE(named.ok());
-  EXPECT_THAT(std::string(named.status().message()), HasSubstr("policy `deep`"));
+  EXPECT_THAT(std::string(named.status().message()), HasSubstr("policy \"deep\""));
 }
 
 Deployment MakeDeployment(bool allow_overrides) {
