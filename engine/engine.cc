@@ -4,6 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/tokenizer.h"
 
 namespace loopserve {
 
@@ -54,6 +55,23 @@ absl::Status Engine::ValidateRequest(const GenerationRequest& request) const {
                                                      pool_tokens, " tokens"));
   }
   if (absl::Status s = ValidateSamplingParams(request.sampling); !s.ok()) return s;
+  if (!request.stop_strings.empty()) {
+    if (options_.tokenizer == nullptr) {
+      return absl::FailedPreconditionError("stop strings need a tokenizer; use stop token ids");
+    }
+    if (static_cast<int>(request.stop_strings.size()) > kMaxStopStrings) {
+      return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxStopStrings,
+                                                     " stop strings, got ",
+                                                     request.stop_strings.size()));
+    }
+    for (size_t i = 0; i < request.stop_strings.size(); ++i) {
+      const size_t n = request.stop_strings[i].size();
+      if (n == 0 || n > kMaxStopStringBytes) {
+        return absl::InvalidArgumentError(absl::StrCat("stop string ", i, " must be 1..",
+                                                       kMaxStopStringBytes, " bytes, got ", n));
+      }
+    }
+  }
   return ValidateExitPolicy(request.policy, config);
 }
 
@@ -113,9 +131,28 @@ bool Engine::AppendSample(Sequence& seq, const float* logits, int exit_loop,
     Finish(seq, FinishReason::kStop);
     return true;
   }
+  if (HitsStopString(seq, s.token)) {
+    Finish(seq, FinishReason::kStop);
+    return true;
+  }
   if (static_cast<int>(seq.generated.size()) >= seq.request.max_tokens) {
     Finish(seq, FinishReason::kLength);
     return true;
+  }
+  return false;
+}
+
+bool Engine::HitsStopString(Sequence& seq, int32_t token) const {
+  if (seq.request.stop_strings.empty() || options_.tokenizer == nullptr) return false;
+  const std::string bytes = options_.tokenizer->TokenBytes(token);
+  if (bytes.empty()) return false;
+  seq.generated_bytes += bytes;
+  const std::string& text = seq.generated_bytes;
+  for (const std::string& stop : seq.request.stop_strings) {
+    // Only an occurrence that ends inside this token's bytes is new.
+    const size_t window = bytes.size() + stop.size() - 1;
+    const size_t from = text.size() > window ? text.size() - window : 0;
+    if (text.find(stop, from) != std::string::npos) return true;
   }
   return false;
 }

@@ -19,11 +19,15 @@
 
 namespace loopserve {
 
+class Tokenizer;
+
 struct EngineOptions {
   int num_threads = 0;  // 0 = hardware concurrency
   int block_size = 16;
   int64_t kv_cache_bytes = int64_t{256} << 20;
   SchedulerOptions scheduler;
+  // For stop strings; not owned, must outlive the engine. May be null.
+  const Tokenizer* tokenizer = nullptr;
 };
 
 // Teacher-forced full-depth scoring of a token sequence.
@@ -74,6 +78,7 @@ class Engine {
   void Finish(Sequence& seq, FinishReason reason);
   void AccountToken(Sequence& seq, const TokenResult& r, bool full_depth);
   bool AppendSample(Sequence& seq, const float* logits, int exit_loop, SequenceUpdate& update);
+  bool HitsStopString(Sequence& seq, int32_t token) const;
 
   std::shared_ptr<const LoadedModel> model_;
   EngineOptions options_;

@@ -19,7 +19,14 @@ struct GenerationRequest {
   SamplingParams sampling;
   ExitPolicy policy;
   std::vector<int32_t> stop_token_ids;
+  // Stop when the generated text (token bytes joined) contains one of these;
+  // needs the engine to have a tokenizer. The token that completes the
+  // string is the last one returned; callers trim the text.
+  std::vector<std::string> stop_strings;
 };
+
+inline constexpr int kMaxStopStrings = 16;
+inline constexpr size_t kMaxStopStringBytes = 256;
 
 enum class FinishReason : uint8_t { kNone, kLength, kStop, kCancelled, kError };
 const char* FinishReasonName(FinishReason reason);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "engine/request.h"
@@ -27,6 +28,7 @@ struct Sequence {
   // tokens recomputed). Later positions run under the exit policy.
   int64_t full_depth_end = 0;
   std::vector<GeneratedToken> generated;
+  std::string generated_bytes;  // token bytes of `generated`, for stop strings
   Usage usage;
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;

@@ -1,5 +1,6 @@
 #include "server/generate_call.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -28,6 +29,7 @@ GenerateCall::GenerateCall(ServingState* state, grpc::CallbackServerContext* con
                     : proto.request_id();
   deployment_ = proto.deployment().empty() ? state->default_deployment : proto.deployment();
   if (state->tokenizer != nullptr) decoder_.emplace(*state->tokenizer);
+  stops_.assign(proto.stop().begin(), proto.stop().end());
 }
 
 absl::Status GenerateCall::Start(RequestCallback callback) {
@@ -78,15 +80,57 @@ void GenerateCall::Observe(const RequestEvent& event) {
   for (const GeneratedToken& t : event.tokens) exit_loops_.push_back(t.exit_loop);
 }
 
+std::string GenerateCall::ReleaseText(bool final) {
+  if (stopped_) return "";
+  size_t end = text_.size();
+  size_t longest = 0;
+  for (const std::string& s : stops_) longest = std::max(longest, s.size());
+  const size_t from = released_ > longest ? released_ - longest : 0;
+  size_t match = std::string::npos;
+  for (const std::string& s : stops_) match = std::min(match, text_.find(s, from));
+  if (match != std::string::npos) {
+    end = match;  // the stop string and what follows it are not returned
+    stopped_ = true;
+  } else if (!final) {
+    // Hold back the longest tail that is a proper prefix of a stop string:
+    // it may complete into one with the next token.
+    size_t hold = 0;
+    for (const std::string& s : stops_) {
+      for (size_t k = std::min(s.size() - 1, text_.size() - released_); k > hold; --k) {
+        if (text_.compare(text_.size() - k, k, s, 0, k) == 0) {
+          hold = k;
+          break;
+        }
+      }
+    }
+    end = text_.size() - hold;
+  }
+  end = std::max(end, released_);
+  std::string out = text_.substr(released_, end - released_);
+  released_ = end;
+  return out;
+}
+
 void GenerateCall::AppendTokens(const RequestEvent& event,
                                 google::protobuf::RepeatedPtrField<v1::GeneratedToken>* out) {
   for (const GeneratedToken& t : event.tokens) {
     v1::GeneratedToken* p = out->Add();
     ToProto(t, p);
-    if (decoder_.has_value()) p->set_text(decoder_->Add(t.token));
+    if (!decoder_.has_value()) continue;
+    if (stops_.empty()) {
+      p->set_text(decoder_->Add(t.token));
+    } else {
+      text_ += decoder_->Add(t.token);
+      p->set_text(ReleaseText(/*final=*/false));
+    }
   }
   if (event.finished && decoder_.has_value() && !out->empty()) {
-    out->rbegin()->mutable_text()->append(decoder_->Flush());
+    if (stops_.empty()) {
+      out->rbegin()->mutable_text()->append(decoder_->Flush());
+    } else {
+      text_ += decoder_->Flush();
+      out->rbegin()->mutable_text()->append(ReleaseText(/*final=*/true));
+    }
   }
 }
 

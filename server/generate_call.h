@@ -57,7 +57,15 @@ class GenerateCall {
   std::string policy_label_;
   int64_t prompt_tokens_ = 0;
   std::vector<int> exit_loops_;
+  // Text released so far, holding back a tail that could begin a stop
+  // string and cutting at the first match (final: release everything).
+  std::string ReleaseText(bool final);
+
   std::optional<StreamingDecoder> decoder_;  // with a tokenizer
+  std::vector<std::string> stops_;           // the request's stop strings
+  std::string text_;                         // decoded text of all tokens
+  size_t released_ = 0;                      // bytes of text_ sent
+  bool stopped_ = false;                     // a stop string was matched
   std::atomic<int64_t> engine_id_{0};
   std::atomic<bool> cancel_requested_{false};
 };

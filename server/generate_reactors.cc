@@ -36,8 +36,11 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
     }
     response_->set_finish_reason(ToProto(event.finish_reason));
     ToProto(event.usage, response_->mutable_usage());
-    if (const Tokenizer* tokenizer = call_.tokenizer(); tokenizer != nullptr) {
-      response_->set_text(tokenizer->Decode(ids_));
+    if (call_.tokenizer() != nullptr) {
+      // The tokens' texts: whole characters, cut at a matched stop string.
+      std::string text;
+      for (const v1::GeneratedToken& t : response_->tokens()) text += t.text();
+      response_->set_text(text);
     }
     const absl::Status status = call_.Complete(event);
     Finish(ToGrpcStatus(status));  // last use of `this`: OnDone may follow

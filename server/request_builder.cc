@@ -70,7 +70,8 @@ absl::Status ApplyPrompt(const v1::GenerateRequest& proto, const Tokenizer* toke
 }
 
 absl::Status ApplyStops(const v1::GenerateRequest& proto, const ModelConfig& config,
-                        const Tokenizer* tokenizer, std::vector<int32_t>& stop_ids) {
+                        const Tokenizer* tokenizer, std::vector<int32_t>& stop_ids,
+                        std::vector<std::string>& stop_strings) {
   for (int i = 0; i < proto.stop_token_ids_size(); ++i) {
     const int32_t id = proto.stop_token_ids(i);
     if (id < 0 || id >= config.vocab_size) {
@@ -88,18 +89,9 @@ absl::Status ApplyStops(const v1::GenerateRequest& proto, const ModelConfig& con
         "stop sequences need a tokenizer, and the model has no tokenizer.json: use "
         "stop_token_ids");
   }
-  // The engine stops on single ids; a stop string that is one token maps to
-  // it. Multi-token stop strings need text-level matching (not yet built).
-  for (int i = 0; i < proto.stop_size(); ++i) {
-    const std::vector<int32_t> ids = tokenizer->Encode(proto.stop(i), /*add_bos=*/false);
-    if (ids.size() != 1) {
-      return absl::UnimplementedError(absl::StrCat(
-          "stop[", i,
-          "]: stop sequences of more than one token are not supported yet (this one is ",
-          ids.size(), " tokens); use stop_token_ids"));
-    }
-    stop_ids.push_back(ids[0]);
-  }
+  // Matched on the generated text by the engine (engine/engine.cc); the
+  // server trims the returned text at the match (server/generate_call.cc).
+  for (int i = 0; i < proto.stop_size(); ++i) stop_strings.push_back(proto.stop(i));
   return absl::OkStatus();
 }
 
@@ -137,7 +129,7 @@ absl::StatusOr<BuiltRequest> BuildGenerationRequest(const v1::GenerateRequest& p
                                                    " exceeds deployment `", deployment.name,
                                                    "` limit of ", deployment.limits.max_tokens));
   }
-  if (absl::Status s = ApplyStops(proto, config, tokenizer, r.stop_token_ids); !s.ok()) return s;
+  if (absl::Status s = ApplyStops(proto, config, tokenizer, r.stop_token_ids, r.stop_strings); !s.ok()) return s;
   r.sampling = deployment.default_sampling;
   if (absl::Status s = ApplySampling(proto.sampling(), r.sampling); !s.ok()) return s;
   r.policy = deployment.policy;

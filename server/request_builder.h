@@ -24,7 +24,7 @@ struct BuiltRequest {
 // InvalidArgument (empty prompt, max_tokens out of range, prompt over the
 // deployment's limit, bad sampling or override values, stop ids outside the
 // vocabulary), PermissionDenied (override not allowed), FailedPrecondition
-// (text without a tokenizer), Unimplemented (multi-token stop strings).
+// (text or stop strings without a tokenizer).
 // `tokenizer` may be null; with one, text prompts get its BOS and its EOS
 // ends generation. Token ids inside the vocabulary and the context limit
 // are checked by the engine on Submit.

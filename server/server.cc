@@ -109,6 +109,7 @@ absl::Status Server::Init() {
   eo.kv_cache_bytes = config_.kv_cache_bytes;
   eo.scheduler.max_batch_tokens = config_.max_batch_tokens;
   eo.scheduler.max_num_seqs = config_.max_num_seqs;
+  eo.tokenizer = tokenizer_.get();
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(*model, eo);
   if (!engine.ok()) return engine.status();
 

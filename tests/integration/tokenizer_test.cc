@@ -1,11 +1,12 @@
 // Text over gRPC with a tokenizer.json in the model directory: Tokenize /
 // Detokenize, text prompts (with BOS; EOS stops generation), per-token text
-// that concatenates to the response text, single-token stop strings, and
+// that concatenates to the response text, multi-token stop strings, and
 // ModelInfo.has_tokenizer. A model with a 266-token vocabulary so every id
 // of the byte-level tokenizer is a model token.
 #include "engine/tokenizer.h"
 
 #include <chrono>
+#include <filesystem>
 
 #include "gmock/gmock.h"
 #include "grpcpp/client_context.h"
@@ -93,19 +94,82 @@ TEST(TokenizerServingTest, TextInTextOut) {
     EXPECT_EQ(ids, TokenIds(expected));
     EXPECT_EQ(joined, (*tokenizer)->Decode(TokenIds(expected)));
   }
-  // A stop string of one token becomes a stop id (server_units_test checks
-  // the mapping); longer ones are refused.
+  // Stop strings are text now (StopStringsOnTheDemoModel checks matching).
   {
     v1::GenerateRequest stop = request;
-    stop.add_stop("hello");
+    stop.add_stop("hello world");
     grpc::ClientContext context;
     v1::GenerateResponse response;
     const grpc::Status status = stub->Generate(&context, stop, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
-    stop.add_stop("hello world");
-    grpc::ClientContext context2;
-    EXPECT_EQ(stub->Generate(&context2, stop, &response).error_code(),
-              grpc::StatusCode::UNIMPLEMENTED);
+  }
+  EXPECT_EQ(server->Terminate(std::chrono::seconds(20)), 0) << server->Logs();
+}
+
+// A stop string spanning a token boundary, taken from the middle of the
+// demo model's greedy completion: generation ends with the token that
+// completes its first occurrence and the text stops right before it, unary
+// and streamed alike (no part of the stop string is ever streamed).
+TEST(TokenizerServingTest, StopStringsOnTheDemoModel) {
+  const std::string model_dir = std::string(LOOPSERVE_SOURCE_DIR) + "/models/kjv-demo";
+  if (!std::filesystem::exists(model_dir + "/tokenizer.json")) GTEST_SKIP() << "no demo model";
+  testutil::TempDir dir;
+  nlohmann::json config = {{"listen_address", "127.0.0.1:0"},
+                           {"metrics_address", "127.0.0.1:0"},
+                           {"model_dir", model_dir},
+                           {"num_threads", kThreads},
+                           {"kv_cache_bytes", int64_t{32} << 20},
+                           {"deployments", nlohmann::json::array({{{"name", "default"}}})}};
+  WriteJson(dir.Join("server.json"), config);
+  std::unique_ptr<ServerProcess> server = StartServer(dir.Join("server.json"));
+  ASSERT_NE(server, nullptr);
+  auto stub = LoopServeStub(server->address());
+
+  v1::GenerateRequest request;
+  request.set_text("And God said unto Moses,");
+  request.set_max_tokens(24);
+  v1::GenerateResponse full;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->Generate(&context, request, &full).ok());
+  }
+  ASSERT_GE(full.tokens_size(), 8);
+  // The last character of a middle token and the two after it.
+  std::vector<size_t> ends;  // text offset where each token's text ends
+  size_t offset = 0;
+  for (const v1::GeneratedToken& t : full.tokens()) ends.push_back(offset += t.text().size());
+  const size_t at = ends[full.tokens_size() / 2] - 1;
+  ASSERT_LE(at + 3, full.text().size());
+  const std::string stop = full.text().substr(at, 3);
+  const size_t match = full.text().find(stop);
+  int want_tokens = 0;
+  while (ends[want_tokens] < match + stop.size()) ++want_tokens;
+  ++want_tokens;  // the token that completes the stop string is returned
+  const std::string want_text = full.text().substr(0, match);
+
+  v1::GenerateRequest with_stop = request;
+  with_stop.add_stop(stop);
+  {
+    grpc::ClientContext context;
+    v1::GenerateResponse response;
+    ASSERT_TRUE(stub->Generate(&context, with_stop, &response).ok());
+    EXPECT_EQ(response.tokens_size(), want_tokens) << "stop `" << stop << "` in " << full.text();
+    EXPECT_EQ(response.finish_reason(), v1::FINISH_REASON_STOP);
+    EXPECT_EQ(response.text(), want_text);
+  }
+  {
+    grpc::ClientContext context;
+    auto reader = stub->GenerateStream(&context, with_stop);
+    v1::GenerateStreamResponse msg;
+    std::string joined;
+    v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+    while (reader->Read(&msg)) {
+      for (const v1::GeneratedToken& t : msg.tokens()) joined += t.text();
+      if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) finish = msg.finish_reason();
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(joined, want_text);
+    EXPECT_EQ(finish, v1::FINISH_REASON_STOP);
   }
   EXPECT_EQ(server->Terminate(std::chrono::seconds(20)), 0) << server->Logs();
 }
