@@ -34,8 +34,8 @@ absl::Status Engine::ValidateRequest(const GenerationRequest& request) const {
   for (size_t i = 0; i < request.prompt.size(); ++i) {
     if (request.prompt[i] < 0 || request.prompt[i] >= config.vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat("prompt token ", i, " = ", request.prompt[i],
-                                                     " outside vocabulary [0, ",
-                                                     config.vocab_size, ")"));
+                                                     " outside vocabulary [0, ", config.vocab_size,
+                                                     ")"));
     }
   }
   if (request.max_tokens < 1) {
@@ -51,8 +51,8 @@ absl::Status Engine::ValidateRequest(const GenerationRequest& request) const {
   const int64_t pool_tokens = int64_t{kv_->num_blocks()} * kv_->block_size();
   if (total > pool_tokens) {
     return absl::ResourceExhaustedError(absl::StrCat("prompt + max_tokens = ", total,
-                                                     " tokens exceeds the KV pool of ",
-                                                     pool_tokens, " tokens"));
+                                                     " tokens exceeds the KV pool of ", pool_tokens,
+                                                     " tokens"));
   }
   if (absl::Status s = ValidateSamplingParams(request.sampling); !s.ok()) return s;
   if (!request.stop_strings.empty()) {
@@ -60,9 +60,8 @@ absl::Status Engine::ValidateRequest(const GenerationRequest& request) const {
       return absl::FailedPreconditionError("stop strings need a tokenizer; use stop token ids");
     }
     if (static_cast<int>(request.stop_strings.size()) > kMaxStopStrings) {
-      return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxStopStrings,
-                                                     " stop strings, got ",
-                                                     request.stop_strings.size()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "at most ", kMaxStopStrings, " stop strings, got ", request.stop_strings.size()));
     }
     for (size_t i = 0; i < request.stop_strings.size(); ++i) {
       const size_t n = request.stop_strings[i].size();
@@ -206,8 +205,8 @@ absl::StatusOr<std::vector<SequenceUpdate>> Engine::Step() {
     const TokenResult& last = result.tokens[offset + chunk.length - 1];
     offset += chunk.length;
     if (last.logits_row >= 0) {
-      const float* logits = result.logits.data() +
-                            int64_t{last.logits_row} * model_->config.vocab_size;
+      const float* logits =
+          result.logits.data() + int64_t{last.logits_row} * model_->config.vocab_size;
       AppendSample(seq, logits, last.exit_loop, update);
     }
     update.finished = seq.finished;

@@ -129,7 +129,9 @@ absl::StatusOr<BuiltRequest> BuildGenerationRequest(const v1::GenerateRequest& p
                                                    " exceeds deployment `", deployment.name,
                                                    "` limit of ", deployment.limits.max_tokens));
   }
-  if (absl::Status s = ApplyStops(proto, config, tokenizer, r.stop_token_ids, r.stop_strings); !s.ok()) return s;
+  if (absl::Status s = ApplyStops(proto, config, tokenizer, r.stop_token_ids, r.stop_strings);
+      !s.ok())
+    return s;
   r.sampling = deployment.default_sampling;
   if (absl::Status s = ApplySampling(proto.sampling(), r.sampling); !s.ok()) return s;
   r.policy = deployment.policy;

@@ -3,6 +3,7 @@
 // threshold × min_loops evaluated offline (engine/calibration.h) next to the
 // static-depth baseline. Prints the table, writes CSV / JSON / SVG into
 // --out and the cheapest policy meeting the target into exit_policies.json.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include "engine/calibration.h"
 #include "engine/named_policies.h"
 #include "nlohmann/json.hpp"
+#include "tools/cli/calibrate_free.h"
 #include "tools/cli/calibrate_report.h"
 #include "tools/cli/cli_common.h"
 
@@ -39,6 +41,9 @@ ABSL_FLAG(std::string, policies_file, "",
           "exit_policies.json to merge the selected policy into (default: <model>/"
           "exit_policies.json; \"none\": do not write)");
 ABSL_FLAG(std::string, out, "", "directory for calibration.csv/.json/.svg (empty: none)");
+ABSL_FLAG(int, free_tokens, 16,
+          "greedy tokens per prompt for the free-generation check of the selected policy and "
+          "the Pareto-front policies (0 = skip)");
 ABSL_FLAG(bool, all_points, false, "print every sweep point, not only Pareto fronts");
 ABSL_FLAG(bool, time_baseline, true,
           "also time a plain full-depth prefill of the prompts (the cost reference)");
@@ -231,6 +236,31 @@ int RunCalibrate() {
   }
 
   PrintReport(report, absl::GetFlag(FLAGS_all_points));
+  if (const int free_tokens = absl::GetFlag(FLAGS_free_tokens); free_tokens > 0) {
+    // Served generation differs from teacher-forced scoring (exited tokens'
+    // K/V): check the front policies the way the server would run them.
+    std::vector<ExitPolicy> policies;
+    auto add = [&](size_t i) {
+      const ExitPolicy& p = report.points[i].policy;
+      if (std::find(policies.begin(), policies.end(), p) == policies.end()) policies.push_back(p);
+    };
+    if (report.selected.has_value()) add(*report.selected);
+    for (ExitCriterion c : report.criteria) {
+      for (size_t i : ParetoFront(report.points, c)) add(i);
+    }
+    for (size_t i : ParetoFront(report.points, ExitCriterion::kNever)) add(i);
+    absl::StatusOr<std::vector<FreeGenerationResult>> free =
+        CheckFreeGeneration(**engine, *prompts, policies, free_tokens);
+    if (!free.ok()) return Fail(free.status());
+    std::printf("\n%s", FreeGenerationTable(*free, free_tokens).c_str());
+    if (!absl::GetFlag(FLAGS_out).empty()) {
+      const std::string path =
+          (std::filesystem::path(absl::GetFlag(FLAGS_out)) / "calibration_free.txt").string();
+      if (absl::Status s = WriteText(path, FreeGenerationTable(*free, free_tokens)); !s.ok()) {
+        return Fail(s);
+      }
+    }
+  }
   if (!absl::GetFlag(FLAGS_out).empty()) {
     if (absl::Status s = WriteOutputs(report, absl::GetFlag(FLAGS_out)); !s.ok()) return Fail(s);
     std::printf("wrote %s/calibration.{csv,json,svg}\n", absl::GetFlag(FLAGS_out).c_str());
