@@ -17,7 +17,8 @@ PACKAGES=(
   # reference, fixtures and the PyTorch side of the benchmarks
   python3 python3-numpy python3-regex  # python3-regex: tests/reference/bpe_tokenizer.py
 )
-if [[ "${LOOPSERVE_WITH_TORCH:-0}" == "1" ]]; then PACKAGES+=(python3-torch); fi
+# Training the demo model and the PyTorch side of the benchmarks (optional).
+if [[ "${LOOPSERVE_WITH_TORCH:-0}" == "1" ]]; then PACKAGES+=(python3-torch bible-kjv); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
