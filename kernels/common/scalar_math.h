@@ -62,17 +62,21 @@ LOOPSERVE_HD inline float F16ToF32(uint16_t h) {
 LOOPSERVE_HD inline float Silu(float x) { return x / (1.0f + expf(-x)); }
 LOOPSERVE_HD inline float Sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+// Rotates the pair (a, b) = (x[i], x[i + d/2]) by the angle whose cosine and
+// sine are (c, s): the rotate-half step of RoPE.
+LOOPSERVE_HD inline void RotateHalfPair(float* a, float* b, float c, float s) {
+  const float x0 = *a, x1 = *b;
+  *a = x0 * c - x1 * s;
+  *b = x1 * c + x0 * s;
+}
+
 // RoPE (rotate-half, as in Llama) for the pair (x[i], x[i + d/2]) at
 // position `pos`: inv_freq_i = theta^(-2i/d).
 LOOPSERVE_HD inline void RopePair(float* a, float* b, int i, int head_dim, int pos,
                                   float theta) {
   double inv_freq = pow(static_cast<double>(theta), -2.0 * i / head_dim);
   double angle = static_cast<double>(pos) * inv_freq;
-  float c = static_cast<float>(cos(angle));
-  float s = static_cast<float>(sin(angle));
-  float x0 = *a, x1 = *b;
-  *a = x0 * c - x1 * s;
-  *b = x1 * c + x0 * s;
+  RotateHalfPair(a, b, static_cast<float>(cos(angle)), static_cast<float>(sin(angle)));
 }
 
 // IterAdaLN modulation of a normalised activation: x * (1 + scale) + shift.

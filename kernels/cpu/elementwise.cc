@@ -25,7 +25,9 @@ void EmbeddingLookup(const MatrixView& table, const int32_t* ids, int64_t n, flo
 // x (n, dim) -> out (n, dim)
 void RmsNorm(const float* x, int64_t n, int64_t dim, const VectorView& w, float eps, float* out) {
   op_profile::Scope profile("rmsnorm");
-  std::vector<float> weight(static_cast<size_t>(dim));
+  // Per-thread scratch: called several times per layer, so no allocation.
+  thread_local std::vector<float> weight;
+  weight.resize(static_cast<size_t>(dim));
   WidenRow(w.data, w.dtype, dim, weight.data());
   for (int64_t i = 0; i < n; ++i) {
     const float* xi = x + i * dim;
@@ -43,8 +45,11 @@ void ApplyRope(float* x, int64_t n, int heads, int head_dim, const int32_t* posi
                float theta) {
   op_profile::Scope profile("rope");
   const int half = head_dim / 2;
-  std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
-  std::vector<double> inv_freq(static_cast<size_t>(half));
+  thread_local std::vector<float> cos_t, sin_t;
+  thread_local std::vector<double> inv_freq;
+  cos_t.resize(static_cast<size_t>(half));
+  sin_t.resize(static_cast<size_t>(half));
+  inv_freq.resize(static_cast<size_t>(half));
   // Same double-precision angle as RopePair, computed once per row and shared
   // by every head so the trig calls do not scale with the head count.
   for (int j = 0; j < half; ++j) {
@@ -58,11 +63,7 @@ void ApplyRope(float* x, int64_t n, int heads, int head_dim, const int32_t* posi
     }
     for (int h = 0; h < heads; ++h) {
       float* head = x + (i * heads + h) * head_dim;
-      for (int j = 0; j < half; ++j) {
-        const float x0 = head[j], x1 = head[j + half];
-        head[j] = x0 * cos_t[j] - x1 * sin_t[j];
-        head[j + half] = x1 * cos_t[j] + x0 * sin_t[j];
-      }
+      for (int j = 0; j < half; ++j) RotateHalfPair(&head[j], &head[j + half], cos_t[j], sin_t[j]);
     }
   }
 }

@@ -2,12 +2,12 @@
 
 #include <fstream>
 
-#include "engine/byte_level.h"
 #include "engine/kv_cache.h"
 #include "engine/model_weights.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "tests/unit/testing/tokenizer_json.h"
 
 namespace loopserve::testing {
 
@@ -125,29 +125,8 @@ std::vector<int32_t> Prompt(int i) {
 // Bytes 0..255, merges he=256 ll=257 hell=258 hello=259 " w"=260, then
 // <|bos|>=261 <|eos|>=262 (as tests/unit/engine/tokenizer_test.cc).
 nlohmann::json TinyTokenizerJson() {
-  nlohmann::json vocab = nlohmann::json::object();
-  for (int b = 0; b < 256; ++b) vocab[ByteLevelChar(static_cast<uint8_t>(b))] = b;
-  nlohmann::json merges = nlohmann::json::array();
-  int next = 256;
-  for (const auto& [l, r] : std::vector<std::pair<std::string, std::string>>{
-           {"h", "e"}, {"l", "l"}, {"he", "ll"}, {"hell", "o"}, {" ", "w"}}) {
-    const std::string left = ToByteLevel(l), right = ToByteLevel(r);
-    vocab[left + right] = next++;
-    merges.push_back(left + " " + right);
-  }
-  nlohmann::json added = nlohmann::json::array();
-  for (const char* name : {"<|bos|>", "<|eos|>"}) {
-    added.push_back({{"id", next}, {"content", name}, {"special", true}});
-    vocab[name] = next++;
-  }
-  return {
-      {"version", "1.0"},
-      {"added_tokens", added},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-      {"post_processor", nullptr},
-      {"decoder", {{"type", "ByteLevel"}}},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
+  return testutil::ByteLevelTokenizerJson(
+      {{"h", "e"}, {"l", "l"}, {"he", "ll"}, {"hell", "o"}, {" ", "w"}});
 }
 
 std::vector<int32_t> TokenIds(const GenerationResult& r) {

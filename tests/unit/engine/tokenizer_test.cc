@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/unit/testing/tokenizer_json.h"
 
 namespace loopserve {
 namespace {
@@ -22,30 +23,8 @@ using nlohmann::json;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-// Ids 0..255: bytes; then one id per merge; then <|bos|>, <|eos|>.
 json MakeTokenizerJson(const std::vector<std::pair<std::string, std::string>>& merges) {
-  json vocab = json::object();
-  for (int b = 0; b < 256; ++b) vocab[ByteLevelChar(static_cast<uint8_t>(b))] = b;
-  json merge_list = json::array();
-  int next = 256;
-  for (const auto& [l, r] : merges) {
-    const std::string left = ToByteLevel(l), right = ToByteLevel(r);
-    if (!vocab.contains(left + right)) vocab[left + right] = next++;
-    merge_list.push_back(left + " " + right);
-  }
-  json added = json::array();
-  for (const char* name : {"<|bos|>", "<|eos|>"}) {
-    added.push_back({{"id", next}, {"content", name}, {"special", true}});
-    vocab[name] = next++;
-  }
-  return {
-      {"version", "1.0"},
-      {"added_tokens", added},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-      {"post_processor", nullptr},
-      {"decoder", {{"type", "ByteLevel"}}},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_list}}}};
+  return testutil::ByteLevelTokenizerJson(merges);
 }
 
 std::unique_ptr<Tokenizer> MustLoad(const json& j) {
