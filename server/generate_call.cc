@@ -19,6 +19,9 @@ Clock::time_point SteadyDeadline(std::chrono::system_clock::time_point deadline)
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
 }
 
+// How early gRPC's deadline timer may fire relative to `deadline_`.
+constexpr Clock::duration kDeadlineSlack = std::chrono::milliseconds(50);
+
 }  // namespace
 
 GenerateCall::GenerateCall(ServingState* state, grpc::CallbackServerContext* context,
@@ -141,8 +144,11 @@ absl::Status GenerateCall::Complete(const RequestEvent& event) {
     status = absl::InternalError("generation failed in the engine");
   }
   if (absl::IsCancelled(status)) {
-    if (Clock::now() >= deadline_) {
-      // gRPC cancels the call when its deadline passes; say why.
+    if (Clock::now() + kDeadlineSlack >= deadline_) {
+      // gRPC cancels the call when its deadline passes; say why. Its timer
+      // runs on its own clock and may fire a few ms before our steady-clock
+      // copy of the deadline, hence the slack: a client cancel this close
+      // to its own deadline is reported as the deadline.
       status = absl::DeadlineExceededError("request deadline exceeded");
     } else if (!cancel_requested_.load() && state_->draining.load()) {
       // Cut off by a drain: retryable on another replica.
