@@ -8,6 +8,8 @@
 //
 //   loopserve_engine_bench --model DIR --threads 2 --mode decode --batch 8
 //       --prompt_len 16 --decode_steps 32 --policy never
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -27,6 +29,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/weight_reuse.h"
 #include "engine/engine.h"
 #include "engine/kv_cache.h"
 #include "engine/model_weights.h"
@@ -39,7 +42,13 @@ ABSL_FLAG(std::string, mode, "decode", "prefill | decode | stream | check");
 ABSL_FLAG(int, batch, 1, "sequences");
 ABSL_FLAG(int, prompt_len, 16, "prompt tokens per sequence");
 ABSL_FLAG(int, decode_steps, 32, "timed decode steps (after every prompt is prefilled)");
-ABSL_FLAG(std::string, policy, "never", "exit policy criterion[:threshold], e.g. max_prob:0.5");
+ABSL_FLAG(std::string, policy, "never",
+          "exit policy criterion[:threshold[:min_loops[:max_loops]]], e.g. max_prob:0.5 or "
+          "never:0:1:2 (static depth 2)");
+ABSL_FLAG(std::string, policies, "",
+          "decode: comma-separated policies (syntax of --policy) run interleaved in one process, "
+          "each repetition running every policy in turn; the first is the baseline of the "
+          "speed-up column. Overrides --policy.");
 ABSL_FLAG(int, reps, 3, "timed repetitions after one warm-up (the median is reported)");
 ABSL_FLAG(int, max_batch_tokens, 4096, "scheduler token budget per step");
 ABSL_FLAG(int, stream_mib, 512, "STREAM array size in MiB (each of 3 arrays; >= 4x L3)");
@@ -48,6 +57,14 @@ ABSL_FLAG(bool, bandwidth, true,
 ABSL_FLAG(bool, profile, false,
           "decode/prefill: print a per-kernel wall-time breakdown of the timed part of the "
           "last repetition (adds a clock read per kernel call)");
+ABSL_FLAG(bool, profile_phases, false,
+          "with --profile: split the table by engine phase (prelude, loop t, exit check, kv "
+          "fill, head)");
+ABSL_FLAG(bool, trace_weights, false,
+          "decode: record which weight tensors the kernels read in the last repetition and "
+          "report bytes per step touched / distinct / missing an LRU of --cache_mib, for the "
+          "looped model and its unrolled twin");
+ABSL_FLAG(int, cache_mib, 32, "--trace_weights: LRU cache size (MiB); lscpu L3 by default");
 ABSL_FLAG(std::string, dump_logits, "",
           "mode check: write z_{L-1} of the last position of prompt 0 (f32 raw) here");
 
@@ -74,14 +91,19 @@ std::vector<int32_t> PromptIds(int b, int len, int64_t vocab) {
   return ids;
 }
 
+// criterion[:threshold[:min_loops[:max_loops]]]
 absl::StatusOr<ExitPolicy> ParsePolicy(const std::string& spec) {
   ExitPolicy policy;
-  std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits(':', 1));
+  std::vector<std::string> parts = absl::StrSplit(spec, ':');
   absl::StatusOr<ExitCriterion> criterion = ParseExitCriterion(parts[0]);
   if (!criterion.ok()) return criterion.status();
   policy.criterion = *criterion;
   if (parts.size() > 1 && !absl::SimpleAtod(parts[1], &policy.threshold)) {
     return absl::InvalidArgumentError(absl::StrCat("--policy: bad threshold `", parts[1], "`"));
+  }
+  if ((parts.size() > 2 && !absl::SimpleAtoi(parts[2], &policy.min_loops)) ||
+      (parts.size() > 3 && !absl::SimpleAtoi(parts[3], &policy.max_loops)) || parts.size() > 4) {
+    return absl::InvalidArgumentError(absl::StrCat("--policy: bad spec `", spec, "`"));
   }
   return policy;
 }
@@ -194,11 +216,14 @@ struct DecodeRun {
   int64_t tokens = 0;
   int64_t loops_run = 0;   // over the timed tokens
   int64_t loops_full = 0;
+  double flops_done = 0;  // over the timed (decode) tokens, exit checks included
+  double flops_full = 0;
   std::vector<std::vector<int32_t>> sequences;  // prompt + generated, per request
+  std::vector<std::vector<op_profile::WeightRead>> weight_reads;  // per timed step
 };
 
 absl::StatusOr<DecodeRun> RunDecode(Engine& engine, int batch, int prompt_len, int steps,
-                                    const ExitPolicy& policy, bool profile) {
+                                    const ExitPolicy& policy, bool profile, bool trace_weights) {
   const ModelConfig& c = engine.config();
   std::map<int64_t, int> slot;
   DecodeRun run;
@@ -213,8 +238,10 @@ absl::StatusOr<DecodeRun> RunDecode(Engine& engine, int batch, int prompt_len, i
     if (!id.ok()) return id.status();
     slot[*id] = b;
   }
+  std::map<int64_t, Usage> usage_at_start, usage_now;
   auto collect = [&](const std::vector<SequenceUpdate>& updates, bool timed) {
     for (const SequenceUpdate& u : updates) {
+      (timed ? usage_now : usage_at_start)[u.id] = u.usage;
       for (const GeneratedToken& t : u.new_tokens) {
         run.sequences[slot.at(u.id)].push_back(t.token);
         if (!timed) continue;
@@ -237,31 +264,64 @@ absl::StatusOr<DecodeRun> RunDecode(Engine& engine, int batch, int prompt_len, i
   }
   if (profile) op_profile::Reset();
   op_profile::SetEnabled(profile);
+  op_profile::TakeWeightReads();
+  op_profile::SetTraceWeights(trace_weights);
   const auto t0 = Clock::now();
   while (engine.HasWork()) {
     absl::StatusOr<std::vector<SequenceUpdate>> u = engine.Step();
     if (!u.ok()) return u.status();
     collect(*u, true);
+    if (trace_weights) run.weight_reads.push_back(op_profile::TakeWeightReads());
   }
   run.seconds = Seconds(t0, Clock::now());
   op_profile::SetEnabled(false);
+  op_profile::SetTraceWeights(false);
+  for (const auto& [id, end] : usage_now) {
+    const auto start = usage_at_start.find(id);
+    run.flops_done += end.flops_done;
+    run.flops_full += end.flops_full;
+    if (start != usage_at_start.end()) {
+      run.flops_done -= start->second.flops_done;
+      run.flops_full -= start->second.flops_full;
+    }
+  }
   return run;
 }
 
-absl::StatusOr<double> RunPrefill(Engine& engine, int batch, int prompt_len, bool profile) {
+struct PrefillRun {
+  double seconds = 0;
+  double cpu_seconds = 0;  // of the whole process (both threads), spin-waits included
+  double flops = 0;        // MODEL_SPEC accounting of every prompt token (full depth)
+};
+
+double ProcessCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+absl::StatusOr<PrefillRun> RunPrefill(Engine& engine, int batch, int prompt_len, bool profile) {
   if (profile) op_profile::Reset();
   op_profile::SetEnabled(profile);
-  const auto t0 = Clock::now();
   std::vector<GenerationRequest> reqs(batch);
   for (int b = 0; b < batch; ++b) {
     reqs[b].prompt = PromptIds(b, prompt_len, engine.config().vocab_size);
     reqs[b].max_tokens = 1;
   }
+  const double cpu0 = ProcessCpuSeconds();
+  const auto t0 = Clock::now();
   absl::StatusOr<std::vector<GenerationResult>> r = engine.Generate(std::move(reqs));
-  const double seconds = Seconds(t0, Clock::now());
+  PrefillRun run;
+  run.seconds = Seconds(t0, Clock::now());
+  run.cpu_seconds = ProcessCpuSeconds() - cpu0;
   op_profile::SetEnabled(false);
   if (!r.ok()) return r.status();
-  return seconds;
+  for (const GenerationResult& g : *r) run.flops += g.usage.flops_done;
+  // The accounting charges every token an LM head; a prefill computes it
+  // for the last position of each prompt only (nothing samples the others).
+  const ModelConfig& c = engine.config();
+  run.flops -= 2.0 * c.vocab_size * c.hidden_size * batch * (prompt_len - 1);
+  return run;
 }
 
 // The op_profile table of the last timed run, per `unit` (a decode step or
@@ -269,16 +329,28 @@ absl::StatusOr<double> RunPrefill(Engine& engine, int batch, int prompt_len, boo
 void PrintProfile(const char* unit, int64_t units, double seconds) {
   std::printf("per-kernel wall time (engine thread; pool.wait_for_workers is inside the "
               "kernels above it):\n");
-  std::printf("  %-36s %10s %12s %7s\n", "kernel [W rows x cols]", "calls", "ms", "share");
-  double kernels = 0;
+  std::printf("  %-48s %8s %10s %7s %9s %7s %8s\n", "kernel [W rows x cols]", "calls", "ms",
+              "share", "W MB", "GB/s", "GFLOP/s");
+  double kernels = 0, bytes = 0, flops = 0;
   for (const op_profile::Entry& e : op_profile::Snapshot()) {
-    if (e.name.rfind("pool.", 0) != 0) kernels += e.seconds;
-    std::printf("  %-36s %10.1f %12.3f %6.1f%%\n", e.name.c_str(),
+    // Nested scopes (the pool's wait inside a kernel) are not counted twice.
+    if (e.name.find("pool.") == std::string::npos) kernels += e.seconds;
+    bytes += e.weight_bytes;
+    flops += e.flops;
+    std::printf("  %-48s %8.1f %10.3f %6.1f%%", e.name.c_str(),
                 static_cast<double>(e.calls) / units, e.seconds * 1e3 / units,
                 100 * e.seconds / seconds);
+    if (e.weight_bytes > 0 || e.flops > 0) {
+      std::printf(" %9.2f %7.1f %8.1f", e.weight_bytes / units / 1e6,
+                  e.weight_bytes / e.seconds / 1e9, e.flops / e.seconds / 1e9);
+    }
+    std::printf("\n");
   }
-  std::printf("  %-36s %10s %12.3f %6.1f%%\n", "(outside the kernels)", "",
+  std::printf("  %-48s %8s %10.3f %6.1f%%\n", "(outside the kernels)", "",
               (seconds - kernels) * 1e3 / units, 100 * (seconds - kernels) / seconds);
+  std::printf("  %-48s %8s %10.3f %6.1f%% %9.2f %7.1f %8.1f\n", "(whole step)", "",
+              seconds * 1e3 / units, 100.0, bytes / units / 1e6, bytes / seconds / 1e9,
+              flops / seconds / 1e9);
   std::printf("  (per %s; %lld %ss, %.3f ms in all)\n", unit, static_cast<long long>(units),
               unit, seconds * 1e3);
 }
@@ -315,8 +387,6 @@ int Main() {
   absl::StatusOr<std::shared_ptr<const LoadedModel>> model = LoadModel(dir);
   if (!model.ok()) return Fail(model.status());
   const ModelConfig& c = (*model)->config;
-  absl::StatusOr<ExitPolicy> policy = ParsePolicy(absl::GetFlag(FLAGS_policy));
-  if (!policy.ok()) return Fail(policy.status());
 
   EngineOptions options;
   options.num_threads = threads;
@@ -344,55 +414,110 @@ int Main() {
     return f.good() ? 0 : 1;
   }
 
+  op_profile::SetPhases(absl::GetFlag(FLAGS_profile_phases));
   if (mode == "prefill") {
-    std::vector<double> tps;
+    std::vector<double> tps, gflops, gflops_cpu;
     for (int r = 0; r <= reps; ++r) {
-      absl::StatusOr<double> sec = RunPrefill(eng, batch, prompt_len, profile && r == reps);
-      if (!sec.ok()) return Fail(sec.status());
-      if (r > 0) tps.push_back(double{1.0} * batch * prompt_len / *sec);
-      if (profile && r == reps) PrintProfile("prefill", 1, *sec);
+      absl::StatusOr<PrefillRun> run = RunPrefill(eng, batch, prompt_len, profile && r == reps);
+      if (!run.ok()) return Fail(run.status());
+      if (r > 0) {
+        tps.push_back(double{1.0} * batch * prompt_len / run->seconds);
+        gflops.push_back(run->flops / run->seconds / 1e9);
+        gflops_cpu.push_back(run->flops / run->cpu_seconds / 1e9);
+      }
+      if (profile && r == reps) PrintProfile("prefill", 1, run->seconds);
     }
     const double med = Median(tps);
-    std::printf("prefill batch %d x %d tokens: %.1f tok/s (median of %d)\n", batch, prompt_len,
-                med, reps);
+    std::printf("prefill batch %d x %d tokens: %.1f tok/s, %.1f GFLOP/s wall, %.1f GFLOP per "
+                "process CPU-second (median of %d)\n",
+                batch, prompt_len, med, Median(gflops), Median(gflops_cpu), reps);
     std::printf("RESULT {\"side\":\"engine\",\"model\":\"%s\",\"mode\":\"prefill\",\"batch\":%d,"
-                "\"prompt_len\":%d,\"threads\":%d,\"tok_s\":%.2f}\n",
-                name.c_str(), batch, prompt_len, threads, med);
+                "\"prompt_len\":%d,\"threads\":%d,\"tok_s\":%.2f,\"gflops\":%.2f,"
+                "\"gflops_per_cpu_s\":%.2f}\n",
+                name.c_str(), batch, prompt_len, threads, med, Median(gflops),
+                Median(gflops_cpu));
     return 0;
   }
   if (mode != "decode") return Fail(absl::InvalidArgumentError("--mode: " + mode));
 
-  std::vector<double> tps, step_s, loop_frac;
-  DecodeRun last;
-  for (int r = 0; r <= reps; ++r) {
-    absl::StatusOr<DecodeRun> run =
-        RunDecode(eng, batch, prompt_len, steps, *policy, profile && r == reps);
-    if (!run.ok()) return Fail(run.status());
-    if (profile && r == reps) PrintProfile("step", steps, run->seconds);
-    if (r == 0) continue;
-    tps.push_back(run->tokens / run->seconds);
-    step_s.push_back(run->seconds / steps);
-    loop_frac.push_back(static_cast<double>(run->loops_run) / run->loops_full);
-    last = std::move(*run);
+  std::vector<std::string> specs = {absl::GetFlag(FLAGS_policy)};
+  if (!absl::GetFlag(FLAGS_policies).empty()) {
+    specs = absl::StrSplit(absl::GetFlag(FLAGS_policies), ',');
   }
-  const double med = Median(tps);
-  const double med_step = Median(step_s);
-  const double loops = Median(loop_frac);
-  std::printf("decode batch %d (prompt %d, %d steps, policy %s): %.1f tok/s, %.2f ms/step, "
-              "loops run %.1f%% of full depth (median of %d)\n",
-              batch, prompt_len, steps, absl::GetFlag(FLAGS_policy).c_str(), med,
-              med_step * 1e3, 100 * loops, reps);
+  struct Cell {
+    std::string spec;
+    ExitPolicy policy;
+    std::vector<double> tps, step_s, loop_frac, saved;
+    DecodeRun last;
+  };
+  std::vector<Cell> cells;
+  for (const std::string& spec : specs) {
+    absl::StatusOr<ExitPolicy> p = ParsePolicy(spec);
+    if (!p.ok()) return Fail(p.status());
+    if (absl::Status v = ValidateExitPolicy(*p, c); !v.ok()) return Fail(v);
+    cells.push_back(Cell{spec, *p, {}, {}, {}, {}, {}});
+  }
+  const bool trace_weights = absl::GetFlag(FLAGS_trace_weights);
+  // Interleaved: every repetition runs every policy, so drift in the
+  // machine's speed hits all of them alike. Repetition 0 is a warm-up.
+  for (int r = 0; r <= reps; ++r) {
+    for (Cell& cell : cells) {
+      const bool last_rep = r == reps;
+      absl::StatusOr<DecodeRun> run = RunDecode(eng, batch, prompt_len, steps, cell.policy,
+                                                profile && last_rep, trace_weights && last_rep);
+      if (!run.ok()) return Fail(run.status());
+      if (profile && last_rep) {
+        std::printf("policy %s:\n", cell.spec.c_str());
+        PrintProfile("step", steps, run->seconds);
+      }
+      if (r == 0) continue;
+      cell.tps.push_back(run->tokens / run->seconds);
+      cell.step_s.push_back(run->seconds / steps);
+      cell.loop_frac.push_back(static_cast<double>(run->loops_run) / run->loops_full);
+      cell.saved.push_back(run->flops_full > 0 ? 1 - run->flops_done / run->flops_full : 0);
+      cell.last = std::move(*run);
+    }
+  }
+  for (const Cell& cell : cells) {
+    const double med = Median(cell.tps);
+    const double lo = *std::min_element(cell.tps.begin(), cell.tps.end());
+    const double hi = *std::max_element(cell.tps.begin(), cell.tps.end());
+    std::printf("decode batch %d (prompt %d, %d steps, policy %s): %.1f tok/s [%.1f..%.1f], "
+                "%.2f ms/step, loops run %.1f%% of full depth, compute_saved %.3f, x%.2f vs %s "
+                "(median of %d)\n",
+                batch, prompt_len, steps, cell.spec.c_str(), med, lo, hi,
+                Median(cell.step_s) * 1e3, 100 * Median(cell.loop_frac), Median(cell.saved),
+                med / Median(cells[0].tps), cells[0].spec.c_str(), reps);
+  }
+  if (trace_weights) {
+    const double cache = static_cast<double>(absl::GetFlag(FLAGS_cache_mib)) * (1 << 20);
+    for (const Cell& cell : cells) {
+      const WeightTraffic t = AnalyzeWeightReads(cell.last.weight_reads, cache);
+      std::printf("weights per step, policy %s (batch %d): kernels read %.1f MB; distinct %.1f "
+                  "MB looped vs %.1f MB unrolled; missing a %d MiB LRU: %.1f MB looped vs %.1f "
+                  "MB unrolled (per token: %.1f vs %.1f MB)\n",
+                  cell.spec.c_str(), batch, t.touched / 1e6, t.unique_looped / 1e6,
+                  t.touched / 1e6, absl::GetFlag(FLAGS_cache_mib), t.lru_miss_looped / 1e6,
+                  t.lru_miss_unrolled / 1e6, t.lru_miss_looped / batch / 1e6,
+                  t.lru_miss_unrolled / batch / 1e6);
+    }
+  }
 
-  // Bandwidth: only at static depth, where the full-depth routing of Score
-  // is exactly the routing the decode ran.
+  // Bandwidth: only at static full depth, where the full-depth routing of
+  // Score is exactly the routing the decode ran.
+  const Cell& first = cells[0];
+  const double med = Median(first.tps);
+  const double med_step = Median(first.step_s);
   double touched_gbs = 0, unique_gbs = 0, copy = 0, triad = 0;
-  if (policy->criterion == ExitCriterion::kNever && absl::GetFlag(FLAGS_bandwidth)) {
+  if (first.policy.criterion == ExitCriterion::kNever &&
+      ResolvedMaxLoops(first.policy, c.num_loops) == c.num_loops &&
+      absl::GetFlag(FLAGS_bandwidth)) {
     std::vector<ScoreResult> scores;
-    for (const auto& seq : last.sequences) {
-      absl::StatusOr<ScoreResult> s =
+    for (const auto& seq : first.last.sequences) {
+      absl::StatusOr<ScoreResult> sc =
           eng.Score(std::vector<int32_t>(seq.begin(), seq.begin() + prompt_len + steps));
-      if (!s.ok()) return Fail(s.status());
-      scores.push_back(std::move(*s));
+      if (!sc.ok()) return Fail(sc.status());
+      scores.push_back(std::move(*sc));
     }
     StepBytes total;
     for (int j = 0; j < steps; ++j) {
@@ -402,9 +527,9 @@ int Main() {
     }
     touched_gbs = total.touched / steps / med_step / 1e9;
     unique_gbs = total.unique / steps / med_step / 1e9;
-    const StreamResult s = MeasureStream(eng.thread_pool(), absl::GetFlag(FLAGS_stream_mib));
-    copy = s.copy_gbs;
-    triad = s.triad_gbs;
+    const StreamResult st = MeasureStream(eng.thread_pool(), absl::GetFlag(FLAGS_stream_mib));
+    copy = st.copy_gbs;
+    triad = st.triad_gbs;
     std::printf("decode weights per step: %.1f MB touched (recurrent weights once per loop), "
                 "%.1f MB unique -> %.1f / %.1f GB/s\n",
                 total.touched / steps / 1e6, total.unique / steps / 1e6, touched_gbs, unique_gbs);
@@ -412,12 +537,17 @@ int Main() {
                 "of triad, unique = %.2f of triad\n",
                 copy, triad, touched_gbs / triad, unique_gbs / triad);
   }
-  std::printf("RESULT {\"side\":\"engine\",\"model\":\"%s\",\"mode\":\"decode\",\"batch\":%d,"
-              "\"prompt_len\":%d,\"threads\":%d,\"policy\":\"%s\",\"tok_s\":%.2f,"
-              "\"ms_per_step\":%.3f,\"loops_frac\":%.4f,\"touched_gbs\":%.2f,"
-              "\"unique_gbs\":%.2f,\"copy_gbs\":%.2f,\"triad_gbs\":%.2f}\n",
-              name.c_str(), batch, prompt_len, threads, absl::GetFlag(FLAGS_policy).c_str(), med,
-              med_step * 1e3, loops, touched_gbs, unique_gbs, copy, triad);
+  for (const Cell& cell : cells) {
+    std::printf("RESULT {\"side\":\"engine\",\"model\":\"%s\",\"mode\":\"decode\","
+                "\"batch\":%d,\"prompt_len\":%d,\"threads\":%d,\"policy\":\"%s\","
+                "\"tok_s\":%.2f,\"ms_per_step\":%.3f,\"loops_frac\":%.4f,"
+                "\"compute_saved\":%.4f,\"speedup\":%.3f,\"touched_gbs\":%.2f,"
+                "\"unique_gbs\":%.2f,\"copy_gbs\":%.2f,\"triad_gbs\":%.2f}\n",
+                name.c_str(), batch, prompt_len, threads, cell.spec.c_str(), Median(cell.tps),
+                Median(cell.step_s) * 1e3, Median(cell.loop_frac), Median(cell.saved),
+                Median(cell.tps) / med, &cell == &first ? touched_gbs : 0,
+                &cell == &first ? unique_gbs : 0, copy, triad);
+  }
   return 0;
 }
 

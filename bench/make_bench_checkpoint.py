@@ -8,6 +8,16 @@ distributions are peaky but not saturated. Deterministic (fixed seed per size).
 
   /usr/bin/python3 bench/make_bench_checkpoint.py --size small --out build-bench/ckpt/small
   /usr/bin/python3 bench/make_bench_checkpoint.py --size m100  --out build-bench/ckpt/m100
+  /usr/bin/python3 bench/make_bench_checkpoint.py --size bench-m --out build-bench/ckpt/bench-m
+
+bench-m (issue 10's peer-benchmark model) is MODEL_SPEC's vanilla case, i.e.
+llama.cpp's qwen3moe architecture: no prelude/coda, no IterAdaLN, no exit
+gate, qk_norm, softmax router with norm_topk_prob, no shared experts,
+rotate-half RoPE, untied head. V=32000, D=1024, H=16, Hkv=4, head_dim 64,
+E=32 experts, top-4, moe_intermediate 512, R=4 recurrent layers x L=4 loops
+(16 unrolled layers), ~280M unique parameters. bench-m-l1 is the same with
+L=1 (a plain 4-layer MoE); its weights are identical to bench-m's (same seed,
+same tensor shapes), so it is bench-m cut after the first loop.
 """
 
 import argparse
@@ -44,7 +54,16 @@ SIZES = {
                  num_experts=16, num_experts_per_tok=2, moe_intermediate_size=512,
                  tie_word_embeddings=False),
 }
-SEEDS = {"small": 1234, "m100": 4321}
+
+# MODEL_SPEC's vanilla case (llama.cpp qwen3moe): only recurrent MoE layers.
+_VANILLA = dict(_COMMON, num_prelude_layers=0, num_coda_layers=0, prelude_ffn="dense",
+                coda_ffn="dense")
+SIZES["bench-m"] = dict(_VANILLA, vocab_size=32000, hidden_size=1024, num_attention_heads=16,
+                        num_key_value_heads=4, head_dim=64, qk_norm=True, num_experts=32,
+                        num_experts_per_tok=4, moe_intermediate_size=512,
+                        num_recurrent_layers=4, num_loops=4, tie_word_embeddings=False)
+SIZES["bench-m-l1"] = dict(SIZES["bench-m"], num_loops=1)
+SEEDS = {"small": 1234, "m100": 4321, "bench-m": 2710, "bench-m-l1": 2710}
 
 
 def parameter_count(cfg):
@@ -52,7 +71,8 @@ def parameter_count(cfg):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(SIZES), required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--force", action="store_true", help="rewrite an existing checkpoint")

@@ -14,8 +14,16 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev  # tokenizer pre-tokenizer regex (engine/pretokenizer)
+  libssl-dev  # SHA-256 of API keys, TLS file checks (server/api_keys, tls_config); libgrpc-dev pulls it anyway
+  openssl     # the integration tests' throw-away CA (tests/integration/test_pki.cc)
   # reference, fixtures and the PyTorch side of the benchmarks
   python3 python3-numpy python3-regex  # python3-regex: tests/reference/bpe_tokenizer.py
+  # fuzzing (tests/fuzz, scripts/fuzz.sh): clang 14; -fsanitize=fuzzer links
+  # libFuzzer from libclang-rt-14-dev (libfuzzer-14-dev, the standalone
+  # archive, is not needed). Sanitizer presets use GCC's own runtimes.
+  clang libclang-rt-14-dev
+  # deploy/ tests: promtool + prometheus server (tests/deploy), venv for kubernetes-validate
+  prometheus python3-venv
 )
 # Training the demo model and the PyTorch side of the benchmarks (optional).
 if [[ "${LOOPSERVE_WITH_TORCH:-0}" == "1" ]]; then PACKAGES+=(python3-torch bible-kjv); fi

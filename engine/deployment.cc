@@ -1,5 +1,7 @@
 #include "engine/deployment.h"
 
+#include <climits>
+
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
@@ -12,21 +14,46 @@ absl::Status FieldError(const std::string& deployment, const std::string& field,
       absl::StrCat("deployment `", deployment, "`: field `", field, "`: ", what));
 }
 
+// `obj[key]` into *out when present. nlohmann's get<int>() converts a double
+// or a 64-bit value unchecked (1e300 is undefined behaviour), so counts must
+// be JSON integers in int range.
+absl::Status ReadInt(const nlohmann::json& obj, const char* key, const std::string& deployment,
+                     const std::string& field, int* out) {
+  if (!obj.contains(key)) return absl::OkStatus();
+  const nlohmann::json& v = obj.at(key);
+  bool in_range = false;
+  if (v.is_number_unsigned()) {
+    in_range = v.get<uint64_t>() <= uint64_t{INT_MAX};
+  } else if (v.is_number_integer()) {
+    in_range = v.get<int64_t>() >= int64_t{INT_MIN} && v.get<int64_t>() <= int64_t{INT_MAX};
+  }
+  if (!in_range) return FieldError(deployment, field, "expected an integer in int range");
+  *out = static_cast<int>(v.get<int64_t>());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SamplingParams> SamplingFromJson(const nlohmann::json& j,
                                                 const std::string& deployment) {
   SamplingParams p;
+  // Iterating keys of a non-object throws (nlohmann invalid_iterator).
+  if (!j.is_object()) return FieldError(deployment, "sampling", "expected an object");
   static const char* kFields[] = {"temperature", "top_k", "top_p", "seed", "logprobs"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool known = false;
     for (const char* f : kFields) known |= it.key() == f;
     if (!known) return FieldError(deployment, "sampling." + it.key(), "unknown field");
   }
+  if (absl::Status s = ReadInt(j, "top_k", deployment, "sampling.top_k", &p.top_k); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ReadInt(j, "logprobs", deployment, "sampling.logprobs", &p.logprobs);
+      !s.ok()) {
+    return s;
+  }
   try {
     if (j.contains("temperature")) p.temperature = j.at("temperature").get<float>();
-    if (j.contains("top_k")) p.top_k = j.at("top_k").get<int>();
     if (j.contains("top_p")) p.top_p = j.at("top_p").get<float>();
     if (j.contains("seed")) p.seed = j.at("seed").get<uint64_t>();
-    if (j.contains("logprobs")) p.logprobs = j.at("logprobs").get<int>();
   } catch (const nlohmann::json::exception& e) {
     return FieldError(deployment, "sampling", e.what());
   }
@@ -78,10 +105,12 @@ absl::StatusOr<Deployment> DeploymentFromJson(const nlohmann::json& json, const 
     if (!sampling.ok()) return sampling.status();
     d.default_sampling = *sampling;
   }
+  if (absl::Status s =
+          ReadInt(json, "default_max_tokens", d.name, "default_max_tokens", &d.default_max_tokens);
+      !s.ok()) {
+    return s;
+  }
   try {
-    if (json.contains("default_max_tokens")) {
-      d.default_max_tokens = json.at("default_max_tokens").get<int>();
-    }
     if (json.contains("limits")) {
       const nlohmann::json& l = json.at("limits");
       for (auto it = l.begin(); it != l.end(); ++it) {
@@ -90,10 +119,16 @@ absl::StatusOr<Deployment> DeploymentFromJson(const nlohmann::json& json, const 
           return FieldError(d.name, "limits." + it.key(), "unknown field");
         }
       }
-      if (l.contains("max_prompt_tokens")) {
-        d.limits.max_prompt_tokens = l.at("max_prompt_tokens").get<int>();
+      if (absl::Status s = ReadInt(l, "max_prompt_tokens", d.name, "limits.max_prompt_tokens",
+                                   &d.limits.max_prompt_tokens);
+          !s.ok()) {
+        return s;
       }
-      if (l.contains("max_tokens")) d.limits.max_tokens = l.at("max_tokens").get<int>();
+      if (absl::Status s =
+              ReadInt(l, "max_tokens", d.name, "limits.max_tokens", &d.limits.max_tokens);
+          !s.ok()) {
+        return s;
+      }
       if (l.contains("allow_exit_overrides")) {
         d.limits.allow_exit_overrides = l.at("allow_exit_overrides").get<bool>();
       }

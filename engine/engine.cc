@@ -16,7 +16,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Loa
   }
   auto kv = KvCache::CreateWithBudget(model->config, options.kv_cache_bytes, options.block_size);
   if (!kv.ok()) return kv.status();
-  return std::unique_ptr<Engine>(new Engine(std::move(model), options, std::move(*kv)));
+  std::unique_ptr<Engine> engine(new Engine(std::move(model), options, std::move(*kv)));
+  BackendContext context{engine->model_, engine->kv_.get(), engine->pool_.get(),
+                         options.cuda_f32_compute, options.cuda_kv_memory_fraction,
+                         options.scheduler.max_batch_tokens};
+  absl::StatusOr<BackendChoice> backend = MakeBackend(options.backend, context);
+  if (!backend.ok()) return backend.status();
+  engine->forward_ = std::move(backend->backend);
+  engine->backend_fallback_reason_ = std::move(backend->fallback_reason);
+  return engine;
 }
 
 Engine::Engine(std::shared_ptr<const LoadedModel> model, const EngineOptions& options,
@@ -25,7 +33,6 @@ Engine::Engine(std::shared_ptr<const LoadedModel> model, const EngineOptions& op
   pool_ = std::make_unique<ThreadPool>(options.num_threads > 0 ? options.num_threads
                                                                : ThreadPool::DefaultThreads());
   scheduler_ = std::make_unique<Scheduler>(options.scheduler, &kv_->blocks());
-  forward_ = std::make_unique<LoopedForward>(model_, kv_->view(), pool_.get());
 }
 
 absl::Status Engine::ValidateRequest(const GenerationRequest& request) const {
@@ -184,6 +191,10 @@ absl::StatusOr<std::vector<SequenceUpdate>> Engine::Step() {
       tok.position = static_cast<int32_t>(p);
       tok.block_table = table;
       tok.full_depth = p < seq.full_depth_end;
+      if (tok.full_depth) {
+        tok.forced_exit_loop = seq.ReplayExitLoop(p);
+        tok.full_depth = tok.forced_exit_loop < 0;
+      }
       tok.wants_logits = p == seq.num_tokens() - 1;
       tok.policy = &seq.request.policy;
       batch.push_back(tok);

@@ -7,9 +7,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/forward_backend.h"
 #include "engine/kv_cache.h"
 #include "engine/looped_forward.h"
 #include "engine/request.h"
@@ -28,6 +31,10 @@ struct EngineOptions {
   SchedulerOptions scheduler;
   // For stop strings; not owned, must outlive the engine. May be null.
   const Tokenizer* tokenizer = nullptr;
+  // Forward backend: "cpu" | "cuda" | "auto" (engine/forward_backend.h).
+  std::string backend = "cpu";
+  bool cuda_f32_compute = false;          // CUDA: f32 GEMMs (parity tests)
+  double cuda_kv_memory_fraction = 0.9;   // CUDA: cap on the device KV pool
 };
 
 // Teacher-forced full-depth scoring of a token sequence.
@@ -71,6 +78,10 @@ class Engine {
   const Scheduler& scheduler() const { return *scheduler_; }
   ThreadPool& thread_pool() { return *pool_; }
   int64_t last_batch_tokens() const { return last_batch_tokens_; }
+  // The backend running the forward ("cpu" | "cuda") and, when `auto` fell
+  // back to the CPU, why (for the caller to log); empty otherwise.
+  std::string_view backend_name() const { return forward_->name(); }
+  const std::string& backend_fallback_reason() const { return backend_fallback_reason_; }
 
  private:
   Engine(std::shared_ptr<const LoadedModel> model, const EngineOptions& options,
@@ -85,7 +96,8 @@ class Engine {
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<Scheduler> scheduler_;
-  std::unique_ptr<LoopedForward> forward_;
+  std::unique_ptr<ForwardBackend> forward_;
+  std::string backend_fallback_reason_;
   std::map<int64_t, std::unique_ptr<Sequence>> sequences_;
   std::vector<int64_t> cancelled_;
   int64_t next_id_ = 1;

@@ -90,6 +90,9 @@ void EngineLoop::Drain(std::chrono::milliseconds grace) {
     cancels_.push_back(-1);
   }
   while (in_flight_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // A request leaves in_flight_ just before its final callback runs; the
+  // caller may tear down what that callback touches once Drain returns.
+  while (finishing_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 void EngineLoop::FinishActive(int64_t id, RequestEvent& event) {
@@ -101,8 +104,10 @@ void EngineLoop::FinishActive(int64_t id, RequestEvent& event) {
   // event must already see the request gone (in_flight, Drain).
   RequestCallback callback = std::move(it->second.callback);
   active_.erase(it);
+  finishing_.fetch_add(1);  // before in_flight_ drops: Drain never sees neither
   in_flight_.fetch_sub(1);
   callback(event);
+  finishing_.fetch_sub(1);
 }
 
 void EngineLoop::ApplyInbox() {

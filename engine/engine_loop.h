@@ -79,7 +79,8 @@ class EngineLoop {
   // from their next step.
   void UpdatePolicy(const std::string& deployment, const ExitPolicy& policy);
   // Stops admitting; waits up to `grace` for in-flight requests, then
-  // cancels the rest. Returns once nothing is in flight.
+  // cancels the rest. Returns once nothing is in flight and every final
+  // callback has returned.
   void Drain(std::chrono::milliseconds grace);
   bool draining() const { return draining_.load(); }
   int64_t in_flight() const { return in_flight_.load(); }
@@ -101,6 +102,9 @@ class EngineLoop {
   EngineLoopOptions options_;
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> in_flight_{0};
+  // Final callbacks still running: in_flight_ drops before the callback (see
+  // FinishActive), so Drain also waits for this to reach zero.
+  std::atomic<int64_t> finishing_{0};
   std::atomic<int64_t> next_id_{1};
 
   absl::Mutex mu_;

@@ -27,8 +27,23 @@ void SwiGlu(const SwiGluWeights& w, const float* x, int64_t n, float* a, float* 
 // (each expert's three GEMVs serial) instead of each GEMV being split over
 // the threads: one fork-join per MoE layer instead of three per active
 // expert. Decode-sized groups stream their weights at the same cost per
-// expert, so whole experts balance well; prefill groups keep the split GEMMs.
+// expert, so whole experts balance well.
 constexpr int32_t kExpertParallelMaxRows = 32;
+
+// Larger (prefill) groups also run one expert per thread when no single
+// expert holds more than this share of a thread's fair part of the rows:
+// the claim-next-largest order then keeps the threads within one expert of
+// each other, and each expert's GEMMs pack their own W once instead of
+// three fork-joins (and two packings of every W block) per expert. A
+// dominant expert (skewed routing) keeps the split GEMMs.
+constexpr double kExpertParallelMaxShare = 0.5;
+
+// Whether to run the routed experts one per thread.
+bool ExpertPerThread(int threads, int64_t num_active, int32_t max_count, int64_t pairs) {
+  if (threads <= 1 || num_active <= 1) return false;
+  if (max_count <= kExpertParallelMaxRows) return true;
+  return max_count <= kExpertParallelMaxShare * static_cast<double>(pairs) / threads;
+}
 
 }  // namespace
 
@@ -82,9 +97,19 @@ void LayerForward::Ffn(const LayerWeights& w, const float* x, int64_t n, float* 
            a + begin * width, b + begin * width, expert_out + begin * d_model, pool);
   };
   const int64_t num_active = static_cast<int64_t>(active.size());
-  if (pool_ != nullptr && pool_->num_threads() > 1 && num_active > 1 &&
-      max_count <= kExpertParallelMaxRows) {
+  if (pool_ != nullptr && ExpertPerThread(pool_->num_threads(), num_active, max_count, pairs)) {
     op_profile::Scope profile("moe_experts(one per thread)");
+    if (profile.active()) {
+      for (int e : active) {
+        const SwiGluWeights& sw = w.moe.experts[e];
+        const double bytes =
+            static_cast<double>(sw.gate.rows * sw.gate.cols) *
+                (DTypeSize(sw.gate.dtype) + DTypeSize(sw.up.dtype)) +
+            static_cast<double>(sw.down.rows * sw.down.cols) * DTypeSize(sw.down.dtype);
+        const double rows = groups.offsets[e + 1] - groups.offsets[e];
+        profile.Count(bytes, 2.0 * rows * (3.0 * width * d_model));
+      }
+    }
     // Largest groups first, each claimed by the next free thread.
     std::vector<int> by_size = active;
     std::stable_sort(by_size.begin(), by_size.end(), [&](int x, int y) {

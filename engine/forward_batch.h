@@ -20,6 +20,11 @@ struct ForwardToken {
   // token that is not full depth runs under `policy` and must be its
   // sequence's only token in the batch, with every earlier position written.
   bool full_depth = true;
+  // Replay of a token computed before its sequence was preempted: it leaves
+  // at this loop (no exit checks), fills its skipped loops' K/V as its
+  // policy does, and writes its coda K/V after every loop of the batch ran.
+  // Chunks of such tokens may share a batch, unlike tokens under a policy.
+  int forced_exit_loop = -1;
   bool wants_logits = false;  // return the exit-head logits (to sample from)
   const ExitPolicy* policy = nullptr;
 };

@@ -10,6 +10,7 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/logit_stats.h"
+#include "kernels/cpu/op_profile.h"
 
 namespace loopserve {
 
@@ -26,6 +27,10 @@ struct LoopedForward::Active {
   std::vector<uint8_t> has_prev_logits;
   std::vector<float> prev_hidden;  // (n, D), hidden_cosine only
   std::vector<uint8_t> has_prev_hidden;
+  // (n, D): h at the exit of each replayed token, for its coda after the
+  // loops (its coda attends to earlier replayed tokens of the chunk, which
+  // may leave later than it does).
+  std::vector<float> replay_h;
 
   int64_t size() const { return static_cast<int64_t>(index.size()); }
   LayerRows rows() const { return LayerRows{size(), positions.data(), tables.data()}; }
@@ -53,6 +58,13 @@ namespace {
 
 std::string TraceKey(ModelPart part, int layer, int loop) {
   return absl::StrCat(ModelPartName(part), ".", layer, ".", loop);
+}
+
+// op_profile phase tags (static strings: the profiler keeps the pointer).
+const char* LoopPhase(int loop) {
+  static constexpr const char* kTags[] = {"loop 0", "loop 1", "loop 2", "loop 3",
+                                          "loop 4", "loop 5", "loop 6", "loop 7"};
+  return loop < 8 ? kTags[loop] : "loop 8+";
 }
 
 }  // namespace
@@ -113,6 +125,15 @@ absl::Status LoopedForward::Run(absl::Span<const ForwardToken> tokens, ForwardRe
     result->tokens[j].flops_full = flops_.FullDepth(tokens[j].position);
   }
   act.trackers.resize(n);
+  bool any_replayed = false;
+  for (int64_t j = 0; j < n; ++j) {
+    if (tokens[j].forced_exit_loop < 0) continue;
+    if (tokens[j].full_depth || tokens[j].forced_exit_loop >= config_.num_loops || trace) {
+      return absl::InvalidArgumentError("replayed token: exit loop out of range or traced");
+    }
+    any_replayed = true;
+  }
+  if (any_replayed) act.replay_h.resize(n * d_model);
   bool any_kl = false, any_cosine = false;
   for (int64_t j = 0; j < n; ++j) {
     if (tokens[j].full_depth) continue;
@@ -136,6 +157,7 @@ absl::Status LoopedForward::Run(absl::Span<const ForwardToken> tokens, ForwardRe
   }
 
   act.x = state_.Get(n * d_model);
+  op_profile::Phase prelude_phase("prelude");
   EmbeddingLookup(weights_.embed_tokens, ids.data(), n, act.x);
   const LayerRows all = act.rows();
   for (int i = 0; i < config_.num_prelude_layers; ++i) {
@@ -156,6 +178,7 @@ absl::Status LoopedForward::Run(absl::Span<const ForwardToken> tokens, ForwardRe
     act.Compact(d_model);
   }
   LOOPSERVE_CHECK_EQ(act.size(), 0) << "tokens left looping after the last loop";
+  if (any_replayed) WriteReplayedCoda(tokens, act, result);
 
   if (trace != nullptr && trace->loop_logits) {
     TraceLoopLogits(n, LayerRows{n, all_positions.data(), all_tables.data()}, trace);
@@ -173,6 +196,7 @@ absl::Status LoopedForward::Run(absl::Span<const ForwardToken> tokens, ForwardRe
 }
 
 void LoopedForward::RunLoop(int loop, Active& act, ForwardTrace* trace) {
+  op_profile::Phase phase(LoopPhase(loop));
   const int64_t d_model = config_.hidden_size;
   const int64_t m = act.size();
   const LayerRows rows = act.rows();
@@ -200,6 +224,7 @@ void LoopedForward::RunLoop(int loop, Active& act, ForwardTrace* trace) {
 
 void LoopedForward::DecideAtBoundary(int loop, absl::Span<const ForwardToken> tokens,
                                      Active& act, ForwardResult* result) {
+  op_profile::Phase phase("exit check");
   const int64_t d_model = config_.hidden_size;
   const int64_t vocab = config_.vocab_size;
   const int64_t m = act.size();
@@ -209,10 +234,15 @@ void LoopedForward::DecideAtBoundary(int loop, absl::Span<const ForwardToken> to
   std::vector<int> head_rows;
   std::vector<BoundaryObservation> observations(m);
   std::vector<uint8_t> pending(m, 0);
+  std::vector<int> replayed;  // rows replaying their first exit here
   float* normed = nullptr;
   for (int64_t a = 0; a < m; ++a) {
     const int j = act.index[a];
     if (tokens[j].full_depth) continue;  // decided in FinishFullDepth
+    if (tokens[j].forced_exit_loop >= 0) {
+      if (tokens[j].forced_exit_loop == loop) replayed.push_back(static_cast<int>(a));
+      continue;
+    }
     const ExitPolicy& policy = *tokens[j].policy;
     const float* h = act.x + a * d_model;
     BoundaryObservation& obs = observations[a];
@@ -243,6 +273,7 @@ void LoopedForward::DecideAtBoundary(int loop, absl::Span<const ForwardToken> to
       head_rows.push_back(static_cast<int>(a));
     }
   }
+  if (!replayed.empty()) ExitReplayed(loop, tokens, replayed, act, result);
   if (head_rows.empty()) return;
 
   // One probe of the exit head over every row that needs z_t.
@@ -316,8 +347,67 @@ void LoopedForward::DecideAtBoundary(int loop, absl::Span<const ForwardToken> to
   }
 }
 
+void LoopedForward::ExitReplayed(int loop, absl::Span<const ForwardToken> tokens,
+                                 const std::vector<int>& rows, Active& act,
+                                 ForwardResult* result) {
+  const int64_t d_model = config_.hidden_size;
+  for (KvFill mode : {KvFill::kReuse, KvFill::kPropagate}) {
+    std::vector<int32_t> fill_pos;
+    std::vector<const int32_t*> fill_tables;
+    std::vector<float> fill_h;
+    for (int a : rows) {
+      const int j = act.index[a];
+      if (tokens[j].policy->kv_fill != mode) continue;
+      const float* h = act.x + int64_t{a} * d_model;
+      act.exits[a] = 1;
+      result->tokens[j].exit_loop = loop;
+      std::memcpy(act.replay_h.data() + int64_t{j} * d_model, h, sizeof(float) * d_model);
+      if (loop + 1 >= config_.num_loops) continue;
+      fill_pos.push_back(act.positions[a]);
+      fill_tables.push_back(act.tables[a]);
+      fill_h.insert(fill_h.end(), h, h + d_model);
+      if (mode == KvFill::kPropagate) {
+        result->tokens[j].propagate_fills =
+            config_.num_recurrent_layers * (config_.num_loops - 1 - loop);
+      }
+    }
+    if (fill_pos.empty()) continue;
+    const LayerRows fill_rows{static_cast<int64_t>(fill_pos.size()), fill_pos.data(),
+                              fill_tables.data()};
+    FillSkippedLoops(loop, fill_h.data(), fill_rows, mode);
+  }
+}
+
+void LoopedForward::WriteReplayedCoda(absl::Span<const ForwardToken> tokens, Active& act,
+                                      ForwardResult* result) {
+  op_profile::Phase phase("head");
+  const int64_t d_model = config_.hidden_size;
+  std::vector<int> replayed;
+  for (int j = 0; j < static_cast<int>(tokens.size()); ++j) {
+    if (tokens[j].forced_exit_loop >= 0) replayed.push_back(j);
+  }
+  const int64_t rn = static_cast<int64_t>(replayed.size());
+  float* head_in = head_in_.Get(rn * d_model);
+  std::vector<int32_t> positions(rn);
+  std::vector<const int32_t*> tables(rn);
+  for (int64_t r = 0; r < rn; ++r) {
+    const int j = replayed[r];
+    std::memcpy(head_in + r * d_model, act.replay_h.data() + int64_t{j} * d_model,
+                sizeof(float) * d_model);
+    positions[r] = tokens[j].position;
+    tables[r] = tokens[j].block_table;
+    result->tokens[j].exit_heads = 1;  // the coda ran; no exit checks
+  }
+  // Write mode, all rows at once: like a prompt chunk's coda after its
+  // last loop. No logits: a replayed token is never sampled from again.
+  const std::vector<int> no_logits;
+  head_.Run(head_in, LayerRows{rn, positions.data(), tables.data()}, /*probe=*/false,
+            &no_logits, head_logits_.Get(config_.vocab_size), nullptr);
+}
+
 void LoopedForward::FillSkippedLoops(int exit_loop, const float* h, const LayerRows& rows,
                                      KvFill mode) {
+  op_profile::Phase phase("kv fill");
   const int64_t kv_dim = config_.KvDim();
   const int64_t d_model = config_.hidden_size;
   for (int i = 0; i < config_.num_recurrent_layers; ++i) {
@@ -356,6 +446,7 @@ void LoopedForward::FillSkippedLoops(int exit_loop, const float* h, const LayerR
 
 void LoopedForward::FinishFullDepth(absl::Span<const ForwardToken> tokens, Active& act,
                                     ForwardResult* result, ForwardTrace* trace) {
+  op_profile::Phase phase("head");
   const int64_t d_model = config_.hidden_size;
   const int64_t vocab = config_.vocab_size;
   const int last = config_.num_loops - 1;

@@ -42,6 +42,11 @@ class LoopedForward {
                        ForwardResult* result, ForwardTrace* trace);
   void FillSkippedLoops(int exit_loop, const float* h, const LayerRows& rows,
                         KvFill mode);
+  // Replayed tokens (ForwardToken::forced_exit_loop) leaving at `loop`.
+  void ExitReplayed(int loop, absl::Span<const ForwardToken> tokens,
+                    const std::vector<int>& rows, Active& act, ForwardResult* result);
+  void WriteReplayedCoda(absl::Span<const ForwardToken> tokens, Active& act,
+                         ForwardResult* result);
   void TraceLoopLogits(int64_t n, const LayerRows& rows, ForwardTrace* trace);
   int AppendLogits(const float* row, ForwardResult* result) const;
 

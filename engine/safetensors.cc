@@ -134,11 +134,26 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   return file;
 }
 
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBuffer(std::string name,
+                                                                             const void* data,
+                                                                             size_t size) {
+  if (size < 8) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": file is ", size, " bytes, too small for a safetensors header length (8 bytes)"));
+  }
+  // map_ is only ever read through a const pointer (ParseHeader, TensorInfo).
+  std::unique_ptr<SafetensorsFile> file(
+      new SafetensorsFile(std::move(name), /*fd=*/-1, const_cast<void*>(data), size));
+  file->borrowed_ = true;
+  if (absl::Status s = file->ParseHeader(); !s.ok()) return s;
+  return file;
+}
+
 SafetensorsFile::SafetensorsFile(std::string path, int fd, void* map, size_t size)
     : path_(std::move(path)), fd_(fd), map_(map), size_(size) {}
 
 SafetensorsFile::~SafetensorsFile() {
-  if (map_ != nullptr) munmap(map_, size_);
+  if (map_ != nullptr && !borrowed_) munmap(map_, size_);
   if (fd_ >= 0) close(fd_);
 }
 

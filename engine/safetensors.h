@@ -46,6 +46,13 @@ class SafetensorsFile {
   // dtypes, offsets inside the data region, sizes matching shape x dtype, no
   // overlapping tensors, no duplicate names. Errors name the file and tensor.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  // The same parse and validation over a file image already in memory, named
+  // `name` in errors. Not copied: `data` must outlive the result. Lets the
+  // fuzzer (tests/fuzz) check bounds against exactly `size` bytes, which a
+  // page-rounded mapping would not.
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> FromBuffer(std::string name,
+                                                                     const void* data,
+                                                                     size_t size);
 
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
@@ -67,7 +74,8 @@ class SafetensorsFile {
 
   std::string path_;
   int fd_ = -1;
-  void* map_ = nullptr;
+  void* map_ = nullptr;  // the file image; ours to munmap unless borrowed_
+  bool borrowed_ = false;  // FromBuffer: the caller owns the bytes
   size_t size_ = 0;
   std::vector<TensorInfo> tensors_;
   absl::flat_hash_map<std::string, size_t> index_;  // name -> tensors_ slot

@@ -18,11 +18,14 @@ void Scheduler::Remove(Sequence* seq) {
 }
 
 void Scheduler::Preempt(Sequence* seq) {
-  // Recompute: drop its K/V; every token it has runs full depth on return.
+  // Recompute: drop its K/V. On return the prompt runs full depth, each
+  // generated token is replayed to the loop it exited at, and the last
+  // (never computed) token decodes under the policy, so the sequence
+  // continues exactly as if it had not been preempted.
   running_.erase(std::remove(running_.begin(), running_.end(), seq), running_.end());
   if (blocks_->Table(seq->id) != nullptr) blocks_->Release(seq->id).IgnoreError();
   seq->num_computed = 0;
-  seq->full_depth_end = seq->num_tokens();
+  seq->full_depth_end = std::max(seq->usage.prompt_tokens, seq->num_tokens() - 1);
   waiting_.push_front(seq);
   ++num_preemptions_;
 }
@@ -44,7 +47,7 @@ bool Scheduler::ScheduleDecode(Sequence* seq, int64_t& budget,
 
 bool Scheduler::SchedulePrefill(Sequence* seq, int64_t& budget,
                                 std::vector<ScheduledChunk>& out) {
-  int64_t length = std::min<int64_t>(seq->pending(), budget);
+  int64_t length = std::min<int64_t>(seq->prefill_pending(), budget);
   // Shrink the chunk to what the pool can hold now (the free slots of the
   // sequence's last block plus whole free blocks); never preempt running
   // decodes for a new prompt.

@@ -103,8 +103,8 @@ absl::Status ParseAddedTokens(const json& root, TokenizerSpec* spec) {
     const json& a = added[i];
     const std::string field = absl::StrCat("added_tokens[", i, "]");
     if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() || a["id"] < 0 ||
-        !a.contains("content") || !a["content"].is_string() || a["content"].empty()) {
-      return Invalid(field, "expected {\"id\": int >= 0, \"content\": non-empty string}");
+        a["id"] > (1 << 24) || !a.contains("content") || !a["content"].is_string() || a["content"].empty()) {
+      return Invalid(field, "expected {\"id\": int in [0, 2^24], \"content\": non-empty string}");
     }
     for (const char* flag : {"single_word", "lstrip", "rstrip"}) {
       if (FlagSet(a, flag)) return Invalid(absl::StrCat(field, ".", flag), "true is not supported");
@@ -121,11 +121,18 @@ absl::Status ParseVocab(const json& model, TokenizerSpec* spec,
   if (!model.contains("vocab") || !model["vocab"].is_object() || model["vocab"].empty()) {
     return Invalid("model.vocab", "missing or not a non-empty object of token -> id");
   }
+  // Two tokens on one id would leave one unreachable (and a byte without an
+  // id breaks the byte-level fallback), so ids must be unique.
+  absl::flat_hash_map<int32_t, std::string> token_of_id;
   for (const auto& [token, id_json] : model["vocab"].items()) {
     if (!id_json.is_number_integer() || id_json < 0 || id_json > (1 << 24)) {
       return Invalid(absl::StrCat("model.vocab[\"", token, "\"]"), "id is not an int in [0, 2^24]");
     }
     const int32_t id = id_json.get<int32_t>();
+    if (auto [it, inserted] = token_of_id.try_emplace(id, token); !inserted) {
+      return Invalid(absl::StrCat("model.vocab[\"", token, "\"]"),
+                     absl::StrCat("id ", id, " is also the id of \"", it->second, "\""));
+    }
     std::string bytes;
     if (!FromByteLevel(token, &bytes)) {
       bool added = false;  // added tokens may also be listed in the vocab, spelled raw
@@ -226,8 +233,14 @@ absl::StatusOr<TokenizerSpec> ParseTokenizerJson(absl::string_view json_text) {
   if (absl::Status s = ParsePreTokenizer(root, &spec); !s.ok()) return s;
   if (absl::Status s = ParseAddedTokens(root, &spec); !s.ok()) return s;
   if (absl::Status s = ParseModel(root, &spec); !s.ok()) return s;
-  for (const AddedToken& a : spec.added_tokens) {
+  for (size_t i = 0; i < spec.added_tokens.size(); ++i) {
+    const AddedToken& a = spec.added_tokens[i];
     if (static_cast<size_t>(a.id) >= spec.token_bytes.size()) spec.token_bytes.resize(a.id + 1);
+    // An added token may repeat its own vocab entry, never replace another.
+    if (!spec.token_bytes[a.id].empty() && spec.token_bytes[a.id] != a.content) {
+      return Invalid(absl::StrCat("added_tokens[", i, "]"),
+                     absl::StrCat("id ", a.id, " is already another token in model.vocab"));
+    }
     spec.token_bytes[a.id] = a.content;
   }
   return spec;

@@ -8,4 +8,14 @@ cd "$(dirname "$0")/.."
 BUILD_DIR="${BUILD_DIR:-build}"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build "$BUILD_DIR" -j "$(nproc)"
+# kubernetes-validate (PyPI, bundles the Kubernetes schemas) for the manifest
+# test, in $BUILD_DIR/deploy-venv: 40 s-3 min once (download), then reused;
+# without PyPI the test skips.
+./tests/deploy/make_venv.sh "$BUILD_DIR"
+# Every libFuzzer target (tests/fuzz) for 15 s with ASan+UBSan, in its own
+# clang build (build-fuzz); before the main ctest so that summary stays last.
+# Costs ~2-3 min on 2 cores (docs/reliability.md); LOOPSERVE_CI_FUZZ=0 skips.
+if [[ "${LOOPSERVE_CI_FUZZ:-1}" != "0" ]]; then
+  FUZZ_JOBS="$(nproc)" ./scripts/fuzz.sh --ctest "${LOOPSERVE_CI_FUZZ_SECONDS:-15}"
+fi
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)"

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/exit_policy.h"
 #include "nlohmann/json.hpp"
+#include "server/call_auth.h"
 #include "server/log.h"
 #include "server/proto_convert.h"
 #include "server/request_builder.h"
@@ -19,6 +20,12 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const grpc:
   return reactor;
 }
 
+// Admin calls need a key with `admin: true` (when keys are configured).
+absl::Status AdmitAdmin(ServingState& state, grpc::CallbackServerContext* context,
+                        std::string_view method) {
+  return AdmitCall(state, context, CallKind::kAdmin, "", method).status();
+}
+
 std::string DeploymentName(const ServingState& state, const std::string& requested) {
   return requested.empty() ? state.default_deployment : requested;
 }
@@ -28,6 +35,9 @@ std::string DeploymentName(const ServingState& state, const std::string& request
 grpc::ServerUnaryReactor* AdminService::GetExitPolicy(grpc::CallbackServerContext* context,
                                                       const v1::GetExitPolicyRequest* request,
                                                       v1::ExitPolicy* response) {
+  if (absl::Status s = AdmitAdmin(*state_, context, "GetExitPolicy"); !s.ok()) {
+    return Done(context, RefusalStatus(context, s));
+  }
   absl::StatusOr<Deployment> d =
       state_->registry->Get(DeploymentName(*state_, request->deployment()));
   if (!d.ok()) return Done(context, ToGrpcStatus(d.status()));
@@ -38,6 +48,9 @@ grpc::ServerUnaryReactor* AdminService::GetExitPolicy(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* AdminService::SetExitPolicy(grpc::CallbackServerContext* context,
                                                       const v1::SetExitPolicyRequest* request,
                                                       v1::ExitPolicy* response) {
+  if (absl::Status s = AdmitAdmin(*state_, context, "SetExitPolicy"); !s.ok()) {
+    return Done(context, RefusalStatus(context, s));
+  }
   const std::string name = DeploymentName(*state_, request->deployment());
   if (!request->has_exit_policy()) {
     return Done(context,
@@ -70,6 +83,9 @@ grpc::ServerUnaryReactor* AdminService::SetExitPolicy(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* AdminService::Drain(grpc::CallbackServerContext* context,
                                               const v1::DrainRequest* request,
                                               v1::DrainResponse* response) {
+  if (absl::Status s = AdmitAdmin(*state_, context, "Drain"); !s.ok()) {
+    return Done(context, RefusalStatus(context, s));
+  }
   const double grace = request->grace_seconds();
   if (!std::isfinite(grace) || grace < 0) {
     return Done(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,

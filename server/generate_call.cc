@@ -33,6 +33,7 @@ GenerateCall::GenerateCall(ServingState* state, grpc::CallbackServerContext* con
   deployment_ = proto.deployment().empty() ? state->default_deployment : proto.deployment();
   if (state->tokenizer != nullptr) decoder_.emplace(*state->tokenizer);
   stops_.assign(proto.stop().begin(), proto.stop().end());
+  lease_ = state->leases.Take(context);  // parked by the service after admission
 }
 
 absl::Status GenerateCall::Start(RequestCallback callback) {
@@ -44,7 +45,8 @@ absl::Status GenerateCall::Start(RequestCallback callback) {
     absl::StatusOr<Deployment> deployment = state_->registry->Get(deployment_);
     absl::StatusOr<BuiltRequest> built =
         deployment.ok()
-            ? BuildGenerationRequest(proto_, *deployment, state_->model->config, state_->tokenizer)
+            ? BuildGenerationRequest(proto_, *deployment, state_->model->config,
+                                     state_->tokenizer, state_->limits)
             : absl::StatusOr<BuiltRequest>(deployment.status());
     if (built.ok()) {
       policy_label_ = built->policy_label;
@@ -70,6 +72,7 @@ absl::Status GenerateCall::Start(RequestCallback callback) {
                                {"status", absl::StatusCodeToString(status.code())},
                                {"error", std::string(status.message())}});
   if (state_->metrics != nullptr) state_->metrics->RecordRejected(deployment_, status.code());
+  lease_.Release();
   return status;
 }
 
@@ -156,9 +159,12 @@ absl::Status GenerateCall::Complete(const RequestEvent& event) {
           "server is draining; request cancelled at the end of the grace period");
     }
   }
+  // Freed before the client can see the end, so its next call finds the slot.
+  lease_.Release();
   const Usage& u = event.usage;
   LogInfo("request finished", {{"request_id", request_id_},
                                {"deployment", deployment_},
+                               {"api_key", lease_.key_name()},
                                {"policy", policy_label_},
                                {"status", absl::StatusCodeToString(status.code())},
                                {"finish_reason", FinishReasonName(event.finish_reason)},

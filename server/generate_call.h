@@ -68,6 +68,8 @@ class GenerateCall {
   bool stopped_ = false;                     // a stop string was matched
   std::atomic<int64_t> engine_id_{0};
   std::atomic<bool> cancel_requested_{false};
+  // The API key's concurrency slot (server/access_control): freed with the call.
+  CallLease lease_;
 };
 
 }  // namespace loopserve

@@ -3,10 +3,12 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "engine/kv_cache.h"
 #include "nlohmann/json.hpp"
+#include "server/call_auth.h"
 #include "server/generate_reactors.h"
 #include "server/proto_convert.h"
 
@@ -35,22 +37,59 @@ std::string ConfigJson(const std::string& model_dir) {
   }
 }
 
+// A GenerateStream refused before it started: finishes at once.
+class RefusedStream final : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
+ public:
+  explicit RefusedStream(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+// Admits a generation call and parks its lease for the GenerateCall the
+// reactor creates (it holds the key's concurrency slot until the RPC ends).
+absl::Status AdmitGeneration(ServingState& state, grpc::CallbackServerContext* context,
+                             const v1::GenerateRequest& request, std::string_view method) {
+  const std::string deployment =
+      request.deployment().empty() ? state.default_deployment : request.deployment();
+  absl::StatusOr<CallLease> lease =
+      AdmitCall(state, context, CallKind::kGenerate, deployment, method);
+  if (!lease.ok()) return lease.status();
+  if (state.access != nullptr && state.access->enabled()) {
+    state.leases.Put(context, *std::move(lease));
+  }
+  return absl::OkStatus();
+}
+
+// Admits a call that reads model or tokenizer information.
+absl::Status AdmitInfo(ServingState& state, grpc::CallbackServerContext* context,
+                       std::string_view method) {
+  return AdmitCall(state, context, CallKind::kInfo, "", method).status();
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* LoopServeService::Generate(grpc::CallbackServerContext* context,
                                                      const v1::GenerateRequest* request,
                                                      v1::GenerateResponse* response) {
+  if (absl::Status s = AdmitGeneration(*state_, context, *request, "Generate"); !s.ok()) {
+    return Done(context, RefusalStatus(context, s));
+  }
   return StartGenerate(state_, context, request, response);
 }
 
 grpc::ServerWriteReactor<v1::GenerateStreamResponse>* LoopServeService::GenerateStream(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  if (absl::Status s = AdmitGeneration(*state_, context, *request, "GenerateStream"); !s.ok()) {
+    return new RefusedStream(RefusalStatus(context, s));
+  }
   return StartGenerateStream(state_, context, request);
 }
 
 grpc::ServerUnaryReactor* LoopServeService::Tokenize(grpc::CallbackServerContext* context,
                                                      const v1::TokenizeRequest* request,
                                                      v1::TokenizeResponse* response) {
+  if (absl::Status s = AdmitInfo(*state_, context, "Tokenize"); !s.ok()) {
+    return Done(context, RefusalStatus(context, s));
+  }
   if (state_->tokenizer == nullptr) {
     return Done(context, grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, kNoTokenizer));
   }
@@ -63,6 +102,9 @@ grpc::ServerUnaryReactor* LoopServeService::Tokenize(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* LoopServeService::Detokenize(grpc::CallbackServerContext* context,
                                                        const v1::DetokenizeRequest* request,
                                                        v1::DetokenizeResponse* response) {
+  if (absl::Status s = AdmitInfo(*state_, context, "Detokenize"); !s.ok()) {
+    return Done(context, RefusalStatus(context, s));
+  }
   if (state_->tokenizer == nullptr) {
     return Done(context, grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, kNoTokenizer));
   }
@@ -84,6 +126,9 @@ grpc::ServerUnaryReactor* LoopServeService::Detokenize(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* LoopServeService::ListDeployments(
     grpc::CallbackServerContext* context, const v1::ListDeploymentsRequest* /*request*/,
     v1::ListDeploymentsResponse* response) {
+  if (absl::Status s = AdmitInfo(*state_, context, "ListDeployments"); !s.ok()) {
+    return Done(context, RefusalStatus(context, s));
+  }
   for (const Deployment& d : state_->registry->List()) ToProto(d, response->add_deployments());
   response->set_default_deployment(state_->default_deployment);
   return Done(context, grpc::Status::OK);
@@ -92,6 +137,9 @@ grpc::ServerUnaryReactor* LoopServeService::ListDeployments(
 grpc::ServerUnaryReactor* LoopServeService::ModelInfo(grpc::CallbackServerContext* context,
                                                       const v1::ModelInfoRequest* /*request*/,
                                                       v1::ModelInfoResponse* response) {
+  if (absl::Status s = AdmitInfo(*state_, context, "ModelInfo"); !s.ok()) {
+    return Done(context, RefusalStatus(context, s));
+  }
   const LoadedModel& model = *state_->model;
   const ModelConfig& c = model.config;
   response->set_model_dir(model.dir);

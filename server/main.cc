@@ -2,13 +2,17 @@
 //   loopserve-server --config deploy/config.example.json
 //   loopserve-server --model models/demo --listen 127.0.0.1:0 --metrics_listen 127.0.0.1:0
 //   loopserve-server --health_check 127.0.0.1:50051   (exit 0 when SERVING)
+//   loopserve-server --new_api_key                    (a random key and its sha256)
+//   loopserve-server --hash_api_key < key.txt         (sha256 of the key on stdin)
 // Flags override the config file. SIGTERM/SIGINT drain gracefully, exit 0.
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <signal.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <optional>
 #include <string>
 
@@ -18,6 +22,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "server/api_keys.h"
 #include "server/log.h"
 #include "server/server.h"
 
@@ -42,6 +47,10 @@ ABSL_FLAG(std::optional<std::string>, default_deployment, std::nullopt,
 ABSL_FLAG(std::string, health_check, "",
           "client mode: query grpc.health.v1 at this address, print the status, exit 0 iff "
           "SERVING");
+ABSL_FLAG(bool, hash_api_key, false,
+          "print the SHA-256 (hex) of the API key read from stdin (one line), for `api_keys` in "
+          "the config; reading stdin keeps the key out of the shell history");
+ABSL_FLAG(bool, new_api_key, false, "print a new random API key and its SHA-256, then exit");
 
 namespace {
 
@@ -92,6 +101,34 @@ int HealthCheck(const std::string& address) {
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 
+int HashApiKey() {
+  std::string key;
+  std::getline(std::cin, key);
+  while (!key.empty() && (key.back() == '\r' || key.back() == ' ')) key.pop_back();
+  if (key.empty()) {
+    std::fprintf(stderr, "--hash_api_key: expected the key on stdin\n");
+    return 2;
+  }
+  std::printf("%s\n", loopserve::Sha256Hex(key).c_str());
+  return 0;
+}
+
+int NewApiKey() {
+  unsigned char bytes[32];  // 256 bits from OpenSSL's CSPRNG
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+    std::fprintf(stderr, "--new_api_key: no randomness from OpenSSL\n");
+    return 1;
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string key = "lsk_";
+  for (unsigned char b : bytes) {
+    key.push_back(kHex[b >> 4]);
+    key.push_back(kHex[b & 0xf]);
+  }
+  std::printf("key:    %s\nsha256: %s\n", key.c_str(), loopserve::Sha256Hex(key).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,6 +138,8 @@ int main(int argc, char** argv) {
   if (const std::string addr = absl::GetFlag(FLAGS_health_check); !addr.empty()) {
     return HealthCheck(addr);
   }
+  if (absl::GetFlag(FLAGS_hash_api_key)) return HashApiKey();
+  if (absl::GetFlag(FLAGS_new_api_key)) return NewApiKey();
 
   // Signals go to sigwait below, never to a gRPC or engine thread: block
   // them before any thread starts (threads inherit the mask).

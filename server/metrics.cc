@@ -185,7 +185,7 @@ void ServerMetrics::Impl::BuildFamilies() {
                  .Register(r)
                  .Add(engine_labels);
   kv_total = &prometheus::BuildGauge()
-                  .Name("loopserve_kv_blocks_total")
+                  .Name("loopserve_kv_blocks_capacity")
                   .Help("KV cache blocks in the pool (engine-wide).")
                   .Register(r)
                   .Add(engine_labels);

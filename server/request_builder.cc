@@ -5,7 +5,13 @@
 namespace loopserve {
 namespace {
 
-absl::Status ApplySampling(const v1::SamplingParams& proto, SamplingParams& params) {
+absl::Status ApplySampling(const v1::SamplingParams& proto, const RequestLimits& limits,
+                           SamplingParams& params) {
+  if (proto.logprobs() > limits.max_logprobs) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.logprobs is ", proto.logprobs(),
+                                                   "; this server allows at most ",
+                                                   limits.max_logprobs));
+  }
   if (proto.has_temperature()) params.temperature = proto.temperature();
   if (proto.has_top_k()) params.top_k = proto.top_k();
   if (proto.has_top_p()) params.top_p = proto.top_p();
@@ -69,6 +75,27 @@ absl::Status ApplyPrompt(const v1::GenerateRequest& proto, const Tokenizer* toke
   return absl::OkStatus();
 }
 
+absl::Status CheckStopLimits(const v1::GenerateRequest& proto, const RequestLimits& limits) {
+  if (proto.stop_token_ids_size() > limits.max_stop_token_ids) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop_token_ids has ", proto.stop_token_ids_size(),
+                     " ids; this server allows at most ", limits.max_stop_token_ids));
+  }
+  if (proto.stop_size() > limits.max_stop_sequences) {
+    return absl::InvalidArgumentError(absl::StrCat("stop has ", proto.stop_size(),
+                                                   " sequences; this server allows at most ",
+                                                   limits.max_stop_sequences));
+  }
+  for (int i = 0; i < proto.stop_size(); ++i) {
+    const size_t n = proto.stop(i).size();
+    if (n == 0 || n > static_cast<size_t>(limits.max_stop_sequence_bytes)) {
+      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] has ", n, " bytes; allowed 1..",
+                                                     limits.max_stop_sequence_bytes));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ApplyStops(const v1::GenerateRequest& proto, const ModelConfig& config,
                         const Tokenizer* tokenizer, std::vector<int32_t>& stop_ids,
                         std::vector<std::string>& stop_strings) {
@@ -110,9 +137,13 @@ std::string PolicyLabel(const Deployment& deployment) {
 absl::StatusOr<BuiltRequest> BuildGenerationRequest(const v1::GenerateRequest& proto,
                                                     const Deployment& deployment,
                                                     const ModelConfig& config,
-                                                    const Tokenizer* tokenizer) {
+                                                    const Tokenizer* tokenizer,
+                                                    const RequestLimits& limits) {
   BuiltRequest out;
   GenerationRequest& r = out.request;
+  // Cheap checks of the raw message first: no tokenizing for a request
+  // that is refused anyway.
+  if (absl::Status s = CheckStopLimits(proto, limits); !s.ok()) return s;
   if (absl::Status s = ApplyPrompt(proto, tokenizer, r.prompt); !s.ok()) return s;
   const int max_prompt = deployment.limits.max_prompt_tokens;
   if (max_prompt > 0 && static_cast<int64_t>(r.prompt.size()) > max_prompt) {
@@ -129,11 +160,21 @@ absl::StatusOr<BuiltRequest> BuildGenerationRequest(const v1::GenerateRequest& p
                                                    " exceeds deployment `", deployment.name,
                                                    "` limit of ", deployment.limits.max_tokens));
   }
+  int64_t context = config.max_position_embeddings;
+  if (limits.max_context_tokens > 0 && limits.max_context_tokens < context) {
+    context = limits.max_context_tokens;
+  }
+  const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.max_tokens;
+  if (total > context) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt (", r.prompt.size(), " tokens) + max_tokens (", r.max_tokens,
+                     ") = ", total, " tokens exceeds the context limit of ", context, " tokens"));
+  }
   if (absl::Status s = ApplyStops(proto, config, tokenizer, r.stop_token_ids, r.stop_strings);
       !s.ok())
     return s;
   r.sampling = deployment.default_sampling;
-  if (absl::Status s = ApplySampling(proto.sampling(), r.sampling); !s.ok()) return s;
+  if (absl::Status s = ApplySampling(proto.sampling(), limits, r.sampling); !s.ok()) return s;
   r.policy = deployment.policy;
   out.policy_label = PolicyLabel(deployment);
   if (proto.has_exit_override() && HasAnyOverride(proto.exit_override())) {

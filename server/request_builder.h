@@ -12,6 +12,7 @@
 #include "engine/request.h"
 #include "engine/tokenizer.h"
 #include "loopserve/v1/loopserve.pb.h"
+#include "server/request_limits.h"
 
 namespace loopserve {
 
@@ -22,8 +23,10 @@ struct BuiltRequest {
 };
 
 // InvalidArgument (empty prompt, max_tokens out of range, prompt over the
-// deployment's limit, bad sampling or override values, stop ids outside the
-// vocabulary), PermissionDenied (override not allowed), FailedPrecondition
+// deployment's limit, prompt + max_tokens over the context limit, more or
+// longer stop sequences, more stop ids or logprobs than `limits` allow, bad
+// sampling or override values, stop ids outside the vocabulary),
+// PermissionDenied (override not allowed), FailedPrecondition
 // (text or stop strings without a tokenizer).
 // `tokenizer` may be null; with one, text prompts get its BOS and its EOS
 // ends generation. Token ids inside the vocabulary and the context limit
@@ -31,7 +34,8 @@ struct BuiltRequest {
 absl::StatusOr<BuiltRequest> BuildGenerationRequest(const v1::GenerateRequest& proto,
                                                     const Deployment& deployment,
                                                     const ModelConfig& config,
-                                                    const Tokenizer* tokenizer);
+                                                    const Tokenizer* tokenizer,
+                                                    const RequestLimits& limits = {});
 
 // "never", "max_prob:0.9", or the named policy the deployment runs.
 std::string PolicyLabel(const Deployment& deployment);

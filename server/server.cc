@@ -53,6 +53,30 @@ absl::Status AddDeployments(const ServerConfig& config, const ModelConfig& model
   return absl::OkStatus();
 }
 
+// Plaintext or open access is fine on loopback; anywhere else say so.
+void WarnAboutExposure(const ServerConfig& config) {
+  if (!IsLoopbackAddress(config.listen_address)) {
+    if (!config.tls.enabled()) {
+      LogWarning(
+          "TLS is off on a non-loopback address: requests and API keys travel in "
+          "plaintext (set `tls` in the config)",
+          {{"listen_address", config.listen_address}});
+    }
+    if (config.api_keys.empty()) {
+      LogWarning(
+          "no API keys configured on a non-loopback address: anyone who can reach it "
+          "may generate and call Admin (set `api_keys` in the config)",
+          {{"listen_address", config.listen_address}});
+    }
+  }
+  if (!config.metrics_address.empty() && !IsLoopbackAddress(config.metrics_address)) {
+    LogWarning(
+        "the metrics endpoint (no TLS, no authentication) listens on a non-loopback "
+        "address",
+        {{"metrics_address", config.metrics_address}});
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config) {
@@ -63,12 +87,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
 }
 
 absl::Status Server::Init() {
-  std::string backend = config_.backend;
-  if (backend != "cpu") {
-    LogWarning("the CUDA backend is not available in this build; falling back to cpu",
-               {{"requested_backend", backend}});
-    backend = "cpu";
-  }
+  // TLS files first: a bad certificate fails in milliseconds, before the
+  // model load, and like every load error before any port is bound.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(config_.tls);
+  if (!credentials.ok()) return credentials.status();
+  access_ = std::make_unique<AccessControl>(config_.api_keys);
+
   absl::StatusOr<std::shared_ptr<const LoadedModel>> model = LoadModel(config_.model_dir);
   if (!model.ok()) return model.status();
   const ModelConfig& mc = (*model)->config;
@@ -110,8 +135,14 @@ absl::Status Server::Init() {
   eo.scheduler.max_batch_tokens = config_.max_batch_tokens;
   eo.scheduler.max_num_seqs = config_.max_num_seqs;
   eo.tokenizer = tokenizer_.get();
+  eo.backend = config_.backend;
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(*model, eo);
   if (!engine.ok()) return engine.status();
+  // `auto` without a usable GPU runs on CPU; say why once, at start-up.
+  if (!(*engine)->backend_fallback_reason().empty()) {
+    LogWarning((*engine)->backend_fallback_reason(), {{"requested_backend", config_.backend}});
+  }
+  const std::string backend((*engine)->backend_name());
 
   if (!config_.metrics_address.empty()) {
     absl::StatusOr<std::unique_ptr<ServerMetrics>> metrics =
@@ -139,6 +170,8 @@ absl::Status Server::Init() {
   state_.tokenizer = tokenizer_.get();
   state_.default_deployment = default_deployment;
   state_.backend = backend;
+  state_.limits = config_.limits;
+  state_.access = access_.get();
   loopserve_service_ = std::make_unique<LoopServeService>(&state_);
   admin_service_ = std::make_unique<AdminService>(
       &state_, [this](double grace, std::function<void(int64_t)> done) {
@@ -149,7 +182,9 @@ absl::Status Server::Init() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config_.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config_.listen_address, *credentials, &port);
+  // Larger requests end RESOURCE_EXHAUSTED in gRPC, before any handler.
+  builder.SetMaxReceiveMessageSize(config_.limits.max_receive_message_bytes);
   builder.RegisterService(loopserve_service_.get());
   builder.RegisterService(admin_service_.get());
   grpc_server_ = builder.BuildAndStart();
@@ -159,6 +194,9 @@ absl::Status Server::Init() {
   }
   address_ = BoundAddress(config_.listen_address, port);
   SetServing(true);
+  WarnAboutExposure(config_);
+  std::vector<std::string> key_names;
+  for (const ApiKeyConfig& k : config_.api_keys) key_names.push_back(k.name);
 
   std::vector<std::string> names;
   for (const Deployment& d : registry_->List()) names.push_back(d.name);
@@ -169,6 +207,9 @@ absl::Status Server::Init() {
                              {"tokenizer", tokenizer_ != nullptr},
                              {"deployments", names},
                              {"default_deployment", default_deployment},
+                             {"tls", config_.tls.enabled()},
+                             {"mtls", config_.tls.mutual()},
+                             {"api_keys", key_names},
                              {"kv_blocks_total", loop_->engine().kv_cache().num_blocks()},
                              {"kv_block_size", loop_->engine().kv_cache().block_size()}});
   return absl::OkStatus();
@@ -222,10 +263,12 @@ void Server::Shutdown() {
   }
   for (std::thread& t : threads) t.join();
   threads.clear();
-  // Nothing is in flight now: cancel stray calls (health Watch streams) at
-  // once. A later deadline would also wait for idle client connections,
-  // which clients keep open, to close by themselves.
-  grpc_server_->Shutdown(std::chrono::system_clock::now());
+  // The engine is idle, but replies it finished may still be on their way
+  // (a stream's last write, a unary Finish): give those calls a second, then
+  // cancel what is left (health Watch streams, clients that do not read).
+  // Shutdown(now) cut such replies (the soak, tools/soak, saw UNAVAILABLE on
+  // streams that had completed); it does not wait for idle connections.
+  grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   {
     absl::MutexLock lock(&threads_mu_);
     threads.swap(drain_threads_);  // an Admin.Drain that raced with the shutdown

@@ -1,6 +1,8 @@
 // The loopserve server: loads the model, builds the deployments, runs the
 // engine on its own thread (EngineLoop), exposes metrics, and serves
-// LoopServe, Admin, grpc.health.v1 and reflection over gRPC. Drain and
+// LoopServe, Admin, grpc.health.v1 and reflection over gRPC (TLS and API
+// keys when configured; health stays open for probes). Nothing binds a
+// port until the model, tokenizer and TLS files have loaded. Drain and
 // Shutdown stop admitting, let in-flight requests finish within a grace
 // period, cancel the rest, then stop gRPC.
 #pragma once
@@ -14,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/server.h"
+#include "server/access_control.h"
 #include "server/admin_service.h"
 #include "server/loopserve_service.h"
 #include "server/server_config.h"
@@ -53,6 +56,7 @@ class Server {
   std::unique_ptr<Tokenizer> tokenizer_;  // null without tokenizer.json
   std::unique_ptr<DeploymentRegistry> registry_;
   std::unique_ptr<EngineLoop> loop_;
+  std::unique_ptr<AccessControl> access_;
   ServingState state_;
   std::unique_ptr<LoopServeService> loopserve_service_;
   std::unique_ptr<AdminService> admin_service_;

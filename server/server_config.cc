@@ -42,11 +42,22 @@ absl::StatusOr<std::string> ReadText(const std::string& path) {
 
 absl::StatusOr<ServerConfig> ServerConfigFromJson(const nlohmann::json& json) {
   if (!json.is_object()) return absl::InvalidArgumentError("server config: expected a JSON object");
-  static const char* kFields[] = {
-      "listen_address", "metrics_address",     "model_dir",           "backend",
-      "num_threads",    "kv_cache_bytes",      "block_size",          "max_batch_tokens",
-      "max_num_seqs",   "max_queued_requests", "drain_grace_seconds", "default_deployment",
-      "deployments"};
+  static const char* kFields[] = {"listen_address",
+                                  "metrics_address",
+                                  "model_dir",
+                                  "backend",
+                                  "num_threads",
+                                  "kv_cache_bytes",
+                                  "block_size",
+                                  "max_batch_tokens",
+                                  "max_num_seqs",
+                                  "max_queued_requests",
+                                  "drain_grace_seconds",
+                                  "default_deployment",
+                                  "deployments",
+                                  "limits",
+                                  "tls",
+                                  "api_keys"};
   for (auto it = json.begin(); it != json.end(); ++it) {
     bool known = false;
     for (const char* f : kFields) known |= it.key() == f;
@@ -77,8 +88,42 @@ absl::StatusOr<ServerConfig> ServerConfigFromJson(const nlohmann::json& json) {
       c.deployments.push_back(d[i]);
     }
   }
+  if (json.contains("limits")) {
+    absl::StatusOr<RequestLimits> limits = RequestLimitsFromJson(json.at("limits"));
+    if (!limits.ok()) return limits.status();
+    c.limits = *limits;
+  }
+  if (json.contains("tls")) {
+    absl::StatusOr<TlsConfig> tls = TlsConfigFromJson(json.at("tls"));
+    if (!tls.ok()) return tls.status();
+    c.tls = *tls;
+  }
+  if (json.contains("api_keys")) {
+    const nlohmann::json& keys = json.at("api_keys");
+    if (!keys.is_array()) return FieldError("api_keys", "expected an array of objects");
+    for (size_t i = 0; i < keys.size(); ++i) {
+      absl::StatusOr<ApiKeyConfig> key =
+          ApiKeyFromJson(keys[i], absl::StrCat("server config: field `api_keys[", i, "]`"));
+      if (!key.ok()) return key.status();
+      c.api_keys.push_back(*std::move(key));
+    }
+  }
   if (absl::Status s = ValidateServerConfig(c); !s.ok()) return s;
   return c;
+}
+
+bool IsLoopbackAddress(const std::string& address) {
+  std::string host = address;
+  for (const char* scheme : {"ipv4:", "ipv6:", "dns:"}) {
+    if (host.rfind(scheme, 0) == 0) host = host.substr(std::string(scheme).size());
+  }
+  if (host.rfind('[', 0) == 0) {
+    host = host.substr(1, host.find(']') - 1);  // "[v6]:port"
+  } else if (const size_t colon = host.rfind(':');
+             colon != std::string::npos && host.find(':') == colon) {
+    host = host.substr(0, colon);  // "host:port"
+  }
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
 absl::Status ValidateServerConfig(const ServerConfig& c) {
@@ -94,6 +139,10 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.max_num_seqs < 1) return FieldError("max_num_seqs", "must be >= 1");
   if (c.max_queued_requests < 1) return FieldError("max_queued_requests", "must be >= 1");
   if (!(c.drain_grace_seconds >= 0)) return FieldError("drain_grace_seconds", "must be >= 0");
+  if (absl::Status s = ValidateRequestLimits(c.limits); !s.ok()) return s;
+  if (absl::Status s = ValidateApiKeys(c.api_keys); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("server config: ", s.message()));
+  }
   return absl::OkStatus();
 }
 

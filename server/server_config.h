@@ -1,7 +1,8 @@
 // The server's configuration: a JSON file (deploy/config.example.json) with
-// addresses, model, backend, engine sizes, queue limits and the deployments,
-// overridable by command-line flags (server/main.cc). Deployments stay raw
-// JSON here: they are validated against the model once it is loaded.
+// addresses, model, backend, engine sizes, queue and request limits, TLS,
+// API keys and the deployments, overridable by command-line flags
+// (server/main.cc). Deployments stay raw JSON here: they are validated
+// against the model once it is loaded.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +14,9 @@
 #include "engine/exit_policy.h"
 #include "engine/model_config.h"
 #include "nlohmann/json.hpp"
+#include "server/api_keys.h"
+#include "server/request_limits.h"
+#include "server/tls_config.h"
 
 namespace loopserve {
 
@@ -31,6 +35,11 @@ struct ServerConfig {
   std::string default_deployment;  // empty = the first deployment
   // DeploymentFromJson objects; empty = one deployment "default" (never).
   std::vector<nlohmann::json> deployments;
+  RequestLimits limits;  // server-wide caps on one request
+  TlsConfig tls;         // off = plaintext (local use)
+  // Empty = no authentication (every call is admitted; a warning at start
+  // when the listen address is not loopback).
+  std::vector<ApiKeyConfig> api_keys;
 };
 
 // Parses the config file's JSON. Unknown fields, wrong types and
@@ -39,6 +48,8 @@ absl::StatusOr<ServerConfig> ServerConfigFromJson(const nlohmann::json& json);
 absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path);
 // Range checks shared by the file and the flags (run after flags apply).
 absl::Status ValidateServerConfig(const ServerConfig& config);
+// True for 127.0.0.0/8, ::1 and localhost (the host part of "host:port").
+bool IsLoopbackAddress(const std::string& address);
 
 // <model_dir>/exit_policies.json ({"policies": {"name": {policy}}}), each
 // policy validated against `model`. A missing file is an empty map.

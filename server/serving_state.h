@@ -1,5 +1,6 @@
 // What the gRPC services share: the loaded model, the deployment registry,
-// the engine loop, metrics and the (optional) tokenizer. Owned by Server;
+// the engine loop, metrics, the (optional) tokenizer, request limits and
+// access control. Owned by Server;
 // the services hold a pointer and never outlive it.
 #pragma once
 
@@ -13,7 +14,9 @@
 #include "engine/engine_loop.h"
 #include "engine/model_weights.h"
 #include "engine/tokenizer.h"
+#include "server/access_control.h"
 #include "server/metrics.h"
+#include "server/request_limits.h"
 
 namespace loopserve {
 
@@ -32,6 +35,10 @@ struct ServingState {
   // policy or is already in the engine when the engine applies it.
   absl::Mutex policy_mu;
   std::atomic<int64_t> next_request_number{1};
+  RequestLimits limits;
+  const AccessControl* access = nullptr;  // null or !enabled(): no API keys
+  // Generation calls' leases, from the service handler to their GenerateCall.
+  LeaseHandoff leases;
 };
 
 }  // namespace loopserve

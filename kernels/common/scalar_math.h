@@ -84,4 +84,100 @@ LOOPSERVE_HD inline float AdaLnModulate(float x, float scale, float shift) {
   return x * (1.0f + scale) + shift;
 }
 
+// RMSNorm's inverse scale 1 / sqrt(mean(x²) + eps) from the sum of squares
+// (accumulated in double by both backends).
+LOOPSERVE_HD inline float RmsInvScale(double sum_sq, int64_t dim, float eps) {
+  return static_cast<float>(1.0 / sqrt(sum_sq / static_cast<double>(dim) + eps));
+}
+
+// SwiGLU's elementwise step: silu(gate) * up.
+LOOPSERVE_HD inline float SiluMul(float gate, float up) { return Silu(gate) * up; }
+
+// A residual update with IterAdaLN's gate: acc + (1 + gain) * delta.
+LOOPSERVE_HD inline float GatedResidual(float acc, float delta, float gain) {
+  return acc + (1.0f + gain) * delta;
+}
+
+// Router scores in place over E logits: softmax (exp in f32 after the max,
+// sum in double, as the CPU router) or sigmoid.
+LOOPSERVE_HD inline void RouterScoresInPlace(float* s, int num_experts, bool softmax) {
+  if (softmax) {
+    float mx = s[0];
+    for (int e = 1; e < num_experts; ++e) mx = s[e] > mx ? s[e] : mx;
+    double sum = 0;
+    for (int e = 0; e < num_experts; ++e) {
+      s[e] = expf(s[e] - mx);
+      sum += s[e];
+    }
+    for (int e = 0; e < num_experts; ++e) s[e] = static_cast<float>(s[e] / sum);
+  } else {
+    for (int e = 0; e < num_experts; ++e) s[e] = Sigmoid(s[e]);
+  }
+}
+
+// Top-k of scores s (E) in descending order, ties to the lower index (the
+// strict order of MODEL_SPEC "MoE(x)"); ids (k). O(k*E), for small E.
+LOOPSERVE_HD inline void SelectTopK(const float* s, int num_experts, int k, int32_t* ids) {
+  for (int j = 0; j < k; ++j) {
+    int best = -1;
+    for (int e = 0; e < num_experts; ++e) {
+      bool taken = false;
+      for (int i = 0; i < j; ++i) taken = taken || ids[i] == e;
+      if (taken) continue;
+      // Strict > keeps the lower index on a tie.
+      if (best < 0 || s[e] > s[best]) best = e;
+    }
+    ids[j] = best;
+  }
+}
+
+// The k routing weights of the selected scores: renormalised to sum 1 when
+// norm_topk_prob, then multiplied by routed_scaling_factor.
+LOOPSERVE_HD inline void RouterWeights(const float* s, const int32_t* ids, int k, bool norm_topk,
+                                       float scaling, float* weights) {
+  double total = 0;
+  for (int j = 0; j < k; ++j) total += s[ids[j]];
+  const double norm = norm_topk && total > 0 ? 1.0 / total : 1.0;
+  for (int j = 0; j < k; ++j) {
+    weights[j] = static_cast<float>(static_cast<double>(s[ids[j]]) * norm * scaling);
+  }
+}
+
+// Exit statistics of a logit row from its reductions: the largest logit l1
+// (at index top), the runner-up l2 (== l1 on a tie), z = Σ exp(l - l1) and
+// weighted = Σ exp(l - l1) (l - l1). H = log z - weighted / z.
+struct RowExitStats {
+  int32_t top1;
+  float max_prob;
+  float margin;
+  float entropy;
+  double log_sum_exp;
+};
+LOOPSERVE_HD inline RowExitStats ExitStatsFromSums(int32_t top, float l1, float l2, double z,
+                                                   double weighted, bool has_runner_up) {
+  RowExitStats st;
+  const double log_z = log(z);
+  st.top1 = top;
+  st.max_prob = static_cast<float>(1.0 / z);
+  const double p2 = has_runner_up ? exp(static_cast<double>(l2) - l1) / z : 0.0;
+  st.margin = static_cast<float>(1.0 / z - p2);
+  const double h = log_z - weighted / z;
+  st.entropy = static_cast<float>(h > 0.0 ? h : 0.0);
+  st.log_sum_exp = static_cast<double>(l1) + log_z;
+  return st;
+}
+
+// One vocabulary entry's term of KL(softmax p ‖ softmax q).
+LOOPSERVE_HD inline double KlTerm(float p_logit, double p_lse, float q_logit, double q_lse) {
+  const double log_p = static_cast<double>(p_logit) - p_lse;
+  const double log_q = static_cast<double>(q_logit) - q_lse;
+  return exp(log_p) * (log_p - log_q);
+}
+
+// cos from the three dot products (0 when either vector is zero).
+LOOPSERVE_HD inline double CosineFromDots(double ab, double aa, double bb) {
+  if (aa == 0 || bb == 0) return 0.0;
+  return ab / (sqrt(aa) * sqrt(bb));
+}
+
 }  // namespace loopserve

@@ -72,6 +72,14 @@ void RunParallel(ThreadPool* pool, int64_t n, int64_t min_chunk,
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Bench instrumentation: the bytes of W one call streams (each weight is read
+// once per call on every path) and its FLOPs, plus the weight-read trace.
+void CountWeightRead(op_profile::Scope& profile, const MatrixView& w, int64_t m) {
+  const int64_t bytes = w.rows * w.cols * DTypeSize(w.dtype);
+  if (profile.active()) profile.Count(static_cast<double>(bytes), 2.0 * m * w.rows * w.cols);
+  if (op_profile::TracingWeights()) op_profile::RecordWeightRead(w.data, bytes);
+}
+
 // Portable path: W rows [n_begin, n_end) widened one at a time into a
 // scratch row, then dotted with each x row (4 partial sums for ILP).
 void ScalarRows(const float* x, int64_t m, const MatrixView& w, float* y, int64_t n_begin,
@@ -100,6 +108,7 @@ void LinearImpl(const float* x, int64_t m, const MatrixView& w, float* y, Thread
   if (m <= 0 || n_total <= 0) return;
   op_profile::Scope profile(m <= kDecodeMaxRows ? "linear(decode)" : "linear(gemm)", n_total,
                             k_total);
+  CountWeightRead(profile, w, m);
   if (k_total == 0) {
     std::fill(y, y + m * n_total, 0.0f);
     return;
@@ -179,6 +188,7 @@ void LinearFused(const float* x, int64_t m, std::span<const LinearTarget> target
     rows_total += targets[j].w.rows;
   }
   op_profile::Scope profile("linear(decode, fused)", rows_total, k_total);
+  for (const LinearTarget& t : targets) CountWeightRead(profile, t.w, m);
   const SimdTiles& tiles = path == LinearPath::kAvx512 ? kAvx512Tiles : kAvx2Tiles;
   const int64_t min_units = CeilDiv(CeilDiv(kMinMacsPerChunk, m * k_total), 4);
   pool->ParallelFor(first_unit.back(), min_units, [&](int64_t b, int64_t e) {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/cpu/op_profile.h"
 #include "kernels/cpu/vec_exp.h"
 
 namespace loopserve {
@@ -141,6 +142,7 @@ void ExpSums(const float* logits, int64_t vocab, float mx, double* z, double* we
 
 // logits (V) -> stats
 LogitStats ComputeLogitStats(const float* logits, int64_t vocab) {
+  op_profile::Scope profile("logit_stats");
   LogitStats st;
   if (vocab <= 0) return st;
   // top1 keeps the first maximum; the runner-up may equal it (a tie).
@@ -164,6 +166,7 @@ LogitStats ComputeLogitStats(const float* logits, int64_t vocab) {
 // p_logits, q_logits (V) -> KL(p ‖ q) in nats
 double KlDivergence(const float* p_logits, double p_lse, const float* q_logits, double q_lse,
                     int64_t vocab) {
+  op_profile::Scope profile("kl_divergence");
   double kl = 0;
   for (int64_t v = 0; v < vocab; ++v) {
     const double log_p = static_cast<double>(p_logits[v]) - p_lse;
@@ -176,6 +179,7 @@ double KlDivergence(const float* p_logits, double p_lse, const float* q_logits, 
 
 // a, b (n) -> cos(a, b)
 double CosineSimilarity(const float* a, const float* b, int64_t n) {
+  op_profile::Scope profile("cosine");
   double ab = 0, aa = 0, bb = 0;
   for (int64_t i = 0; i < n; ++i) {
     ab += static_cast<double>(a[i]) * b[i];

@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
+#include "kernels/cpu/attention_row_block.h"
 #include "kernels/cpu/op_profile.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cpu/vec_exp.h"
@@ -26,6 +28,9 @@ struct VecOps {
   void (*weighted_sum)(const float* const* rows, const float* w, int64_t len, int d, float* out);
   // x (len) in place -> softmax(x), max subtracted first
   void (*softmax)(float* x, int64_t len);
+  // internal::AttendRowBlock gives results identical to these ops (the AVX2
+  // ones) and may run blocks of prefill rows when the CPU has AVX-512.
+  bool row_block_identical = false;
 };
 
 void SoftmaxScalar(float* x, int64_t len) {
@@ -172,7 +177,7 @@ LOOPSERVE_AVX2 void SoftmaxAvx2(float* x, int64_t len) {
 VecOps PickVecOps(bool allow_simd) {
 #ifdef LOOPSERVE_HAVE_AVX2_PATH
   if (allow_simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return {ScoresAvx2, WeightedSumAvx2, SoftmaxAvx2};
+    return {ScoresAvx2, WeightedSumAvx2, SoftmaxAvx2, /*row_block_identical=*/true};
   }
 #endif
   (void)allow_simd;
@@ -217,7 +222,54 @@ void PagedAttentionImpl(const VecOps& ops, const PagedKvView& kv, int instance,
                         const int32_t* positions, const int32_t* const* block_tables,
                         const float* self_k, const float* self_v, float* out, ThreadPool* pool) {
   op_profile::Scope profile("paged_attention");
+  if (profile.active()) {  // q·k and p·v over every key of every row
+    double keys = 0;
+    for (int64_t i = 0; i < n; ++i) keys += positions[i] + 1;
+    profile.Count(0, 4.0 * shape.num_heads * shape.head_dim * keys);
+  }
   const int64_t qdim = int64_t{shape.num_heads} * shape.head_dim;
+  if (self_k == nullptr && self_v == nullptr && ops.row_block_identical &&
+      internal::AttendRowBlockSupported(shape.head_dim)) {
+    // Runs of consecutive positions of one sequence (prefill chunks) go in
+    // blocks of rows sharing each K/V tile; lone rows (decode) keep the row
+    // path. Both give the same bits.
+    std::vector<std::pair<int64_t, int>> blocks;  // (first row, rows)
+    bool any_block = false;
+    for (int64_t i = 0; i < n;) {
+      int nb = 1;
+      while (i + nb < n && nb < internal::kAttentionRowBlock &&
+             block_tables[i + nb] == block_tables[i] &&
+             positions[i + nb] == positions[i + nb - 1] + 1) {
+        ++nb;
+      }
+      blocks.emplace_back(i, nb);
+      any_block |= nb > 1;
+      i += nb;
+    }
+    if (any_block) {
+      const int64_t tasks = static_cast<int64_t>(blocks.size()) * shape.num_kv_heads;
+      auto run_blocks = [&](int64_t begin, int64_t end) {
+        for (int64_t z = begin; z < end; ++z) {
+          const int64_t t = z % 2 == 0 ? z / 2 : tasks - 1 - z / 2;  // zigzag, as below
+          const auto [i0, nb] = blocks[t / shape.num_kv_heads];
+          const int g = static_cast<int>(t % shape.num_kv_heads);
+          if (nb == 1) {
+            AttendGroup(ops, kv, instance, shape, q + i0 * qdim, i0, positions[i0],
+                        block_tables[i0], nullptr, nullptr, g, out + i0 * qdim);
+          } else {
+            internal::AttendRowBlock(kv, instance, shape, q, i0, nb, positions[i0],
+                                     block_tables[i0], g, ops.softmax, out);
+          }
+        }
+      };
+      if (pool == nullptr || pool->num_threads() == 1) {
+        run_blocks(0, tasks);
+      } else {
+        pool->ParallelFor(tasks, 1, run_blocks);
+      }
+      return;
+    }
+  }
   const int64_t tasks = n * shape.num_kv_heads;
   auto run = [&](int64_t begin, int64_t end) {
     for (int64_t z = begin; z < end; ++z) {

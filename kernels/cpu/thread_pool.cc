@@ -57,6 +57,7 @@ struct ThreadPool::State {
   // outstanding.
   const std::function<void(int64_t, int64_t)>* fn = nullptr;
   int64_t n = 0;
+  const char* phase = nullptr;  // the caller's op_profile phase, for the workers
 
   std::mutex mu;
   std::condition_variable work_cv;
@@ -76,7 +77,10 @@ struct ThreadPool::State {
       const int64_t chunks = TicketChunks(t);
       const int64_t c = TicketNext(t);
       ++op_profile::t_in_parallel_chunk;
+      const char* own_phase = op_profile::t_phase;
+      op_profile::t_phase = phase;
       (*fn)(n * c / chunks, n * (c + 1) / chunks);
+      op_profile::t_phase = own_phase;
       --op_profile::t_in_parallel_chunk;
       if (done.fetch_add(1, std::memory_order_seq_cst) + 1 == chunks &&
           caller_sleeping.load(std::memory_order_seq_cst)) {
@@ -163,6 +167,7 @@ void ThreadPool::Run(int64_t n, int64_t chunks,
   std::lock_guard<std::mutex> call_lock(s.call_mu);
   s.fn = &fn;
   s.n = n;
+  s.phase = op_profile::t_phase;
   s.done.store(0, std::memory_order_relaxed);
   const uint32_t generation = TicketGeneration(s.ticket.load(std::memory_order_relaxed)) + 1;
   s.ticket.store(MakeTicket(generation, static_cast<uint32_t>(chunks)), std::memory_order_seq_cst);

@@ -1,8 +1,7 @@
-#include "kernels/cuda/device_probe.h"
-
 #include <cuda_runtime.h>
 
 #include "kernels/common/scalar_math.h"
+#include "kernels/cuda/device_probe.h"
 
 namespace loopserve::cuda {
 namespace {

@@ -85,7 +85,7 @@ TEST(LifecycleTest, KvExhaustionPreemptsAndEveryRequestCompletes) {
   absl::StatusOr<double> preemptions = MetricValue(*text, "loopserve_preemptions_total");
   ASSERT_TRUE(preemptions.ok()) << preemptions.status();
   EXPECT_GT(*preemptions, 0) << "the pool was never exhausted; make it smaller";
-  EXPECT_EQ(*MetricValue(*text, "loopserve_kv_blocks_total"), 8);
+  EXPECT_EQ(*MetricValue(*text, "loopserve_kv_blocks_capacity"), 8);
   EXPECT_EQ(server->Terminate(std::chrono::seconds(20)), 0) << server->Logs();
 }
 

@@ -540,12 +540,12 @@ TEST_F(ServingTest, MetricsAreExposed) {
   ASSERT_TRUE(Generate(IdsRequest("fast", Prompt(2), 4), &response).ok());
   const std::string text = Scrape();
   for (const char* name : {"loopserve_requests_total", "loopserve_generated_tokens_total",
-                           "loopserve_kv_blocks_total", "loopserve_kv_blocks_used"}) {
+                           "loopserve_kv_blocks_capacity", "loopserve_kv_blocks_used"}) {
     absl::StatusOr<double> v = MetricValue(text, name);
     EXPECT_TRUE(v.ok()) << name << ": " << v.status();
   }
   EXPECT_GT(*MetricValue(text, "loopserve_requests_total"), 0);
-  EXPECT_GT(*MetricValue(text, "loopserve_kv_blocks_total"), 0);
+  EXPECT_GT(*MetricValue(text, "loopserve_kv_blocks_capacity"), 0);
 }
 
 }  // namespace

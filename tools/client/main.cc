@@ -1,13 +1,19 @@
 // loopserve-client: talk to a running loopserve-server.
 //   loopserve-client generate --target 127.0.0.1:50051 --prompt "In the beginning"
 //   loopserve-client health   --target 127.0.0.1:50051     (exit 0 when SERVING)
+// Against a TLS server: --tls_ca ca.pem (and --tls_cert/--tls_key for mTLS);
+// with API keys: LOOPSERVE_API_KEY=<key> in the environment (or --api_key,
+// which other users can see in the process list).
 // `generate` streams the completion and prints every token with the number
 // of loops it ran, then the usage with compute saved.
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -26,11 +32,59 @@ ABSL_FLAG(int, max_tokens, 32, "tokens to generate");
 ABSL_FLAG(float, temperature, 0.0f, "sampling temperature (0 = greedy)");
 ABSL_FLAG(double, timeout, 60.0, "deadline in seconds");
 ABSL_FLAG(bool, quiet, false, "print only the completion text");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA bundle to verify the server: turns TLS on");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mTLS; with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "name to verify in the server certificate when it differs from --target's host");
+ABSL_FLAG(std::string, api_key, "",
+          "API key sent as `authorization: Bearer <key>` (default: $LOOPSERVE_API_KEY)");
 
 namespace {
 
+bool ReadFile(const std::string& path, std::string& out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return true;
+}
+
+// Plaintext without --tls_ca; TLS (and mTLS with a client certificate) with it.
+std::shared_ptr<grpc::Channel> MakeChannel() {
+  const std::string target = absl::GetFlag(FLAGS_target);
+  const std::string ca = absl::GetFlag(FLAGS_tls_ca);
+  if (ca.empty()) return grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  grpc::SslCredentialsOptions options;
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  if (!ReadFile(ca, options.pem_root_certs) ||
+      (!cert.empty() && !ReadFile(cert, options.pem_cert_chain)) ||
+      (!key.empty() && !ReadFile(key, options.pem_private_key))) {
+    std::fprintf(stderr, "cannot read --tls_ca / --tls_cert / --tls_key\n");
+    std::exit(2);
+  }
+  grpc::ChannelArguments args;
+  if (const std::string name = absl::GetFlag(FLAGS_tls_server_name); !name.empty()) {
+    args.SetSslTargetNameOverride(name);
+  }
+  return grpc::CreateCustomChannel(target, grpc::SslCredentials(options), args);
+}
+
+std::string ApiKey() {
+  std::string key = absl::GetFlag(FLAGS_api_key);
+  if (key.empty()) {
+    if (const char* env = std::getenv("LOOPSERVE_API_KEY"); env != nullptr) key = env;
+  }
+  return key;
+}
+
 std::unique_ptr<grpc::ClientContext> Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
+  if (const std::string key = ApiKey(); !key.empty()) {
+    ctx->AddMetadata("authorization", "Bearer " + key);
+  }
   ctx->set_deadline(std::chrono::system_clock::now() +
                     std::chrono::milliseconds(
                         static_cast<int64_t>(absl::GetFlag(FLAGS_timeout) * 1000)));
@@ -96,6 +150,11 @@ int Generate(const std::shared_ptr<grpc::Channel>& channel) {
   if (!status.ok()) {
     std::fprintf(stderr, "error %d: %s\n", static_cast<int>(status.error_code()),
                  status.error_message().c_str());
+    const auto& trailers = ctx->GetServerTrailingMetadata();
+    if (auto it = trailers.find("retry-after-ms"); it != trailers.end()) {
+      std::fprintf(stderr, "retry after %s ms\n",
+                   std::string(it->second.data(), it->second.size()).c_str());
+    }
     return 1;
   }
   if (quiet) {
@@ -124,8 +183,7 @@ int main(int argc, char** argv) {
   std::vector<char*> args{argv[0]};
   for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
-  auto channel =
-      grpc::CreateChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials());
+  auto channel = MakeChannel();
   if (command == "health") return Health(channel);
   if (command == "generate") return Generate(channel);
   std::fprintf(stderr, "unknown command %s (generate | health)\n", command.c_str());

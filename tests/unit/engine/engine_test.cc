@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -522,6 +523,46 @@ TEST_F(EngineTest, MixedPoliciesInOneBatchEqualEachAlone) {
     EXPECT_EQ(e, kLoops - 1);
   }
   EXPECT_EQ(alone[2].usage.ComputeSaved(), 0.0);
+}
+
+// A preempted early-exit sequence recomputes each generated token only to
+// the loop it exited at (filling its skipped loops' K/V as its policy does)
+// and then decodes its last token under the policy again, so KV pressure
+// never changes what a request generates.
+TEST_F(EngineTest, PreemptedEarlyExitRequestsMatchTheUnpreemptedRun) {
+  for (KvFill fill : {KvFill::kReuse, KvFill::kPropagate}) {
+    SCOPED_TRACE(fill == KvFill::kReuse ? "reuse" : "propagate");
+    std::vector<GenerationRequest> requests;
+    for (int i = 0; i < 4; ++i) {
+      requests.push_back(Request(Prompt(6, i), 12, Policy(ExitCriterion::kMaxProb, 0.05, fill)));
+    }
+    requests.push_back(Request(Prompt(5, 4), 12, Policy(ExitCriterion::kEntropy, 3.8, fill)));
+    std::unique_ptr<Engine> large = MakeEngine();
+    std::unique_ptr<Engine> tiny = MakeEngine(/*kv_blocks=*/7);
+    ASSERT_NE(large, nullptr);
+    ASSERT_NE(tiny, nullptr);
+    absl::StatusOr<std::vector<GenerationResult>> want = large->Generate(requests);
+    absl::StatusOr<std::vector<GenerationResult>> got = tiny->Generate(requests);
+    ASSERT_TRUE(want.ok()) << want.status();
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_GT(tiny->scheduler().num_preemptions(), 0);
+    std::set<int> exit_loops;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      SCOPED_TRACE(absl::StrCat("request ", i));
+      EXPECT_EQ(TokensOf((*got)[i]), TokensOf((*want)[i]));
+      EXPECT_EQ(ExitLoopsOf((*got)[i]), ExitLoopsOf((*want)[i]));
+      for (int e : ExitLoopsOf((*want)[i])) exit_loops.insert(e);
+      // Logprobs see any K/V the replay got wrong, long before argmaxes do.
+      ASSERT_EQ((*got)[i].tokens.size(), (*want)[i].tokens.size());
+      for (size_t t = 0; t < (*want)[i].tokens.size(); ++t) {
+        EXPECT_NEAR((*got)[i].tokens[t].logprob, (*want)[i].tokens[t].logprob, 1e-5) << t;
+      }
+    }
+    // Mixed exits (some early, some not) or the test proves nothing.
+    EXPECT_GE(exit_loops.size(), 2u);
+    EXPECT_LT(*exit_loops.begin(), kLoops - 1);
+    EXPECT_EQ(tiny->kv_cache().blocks().NumUsedBlocks(), 0);
+  }
 }
 
 }  // namespace

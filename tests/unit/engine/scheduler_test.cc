@@ -248,7 +248,10 @@ TEST(Scheduler, DecodePreemptsTheNewestRunningSequence) {
   EXPECT_EQ(d.blocks_.Table(c->id), nullptr) << "preempted sequence keeps blocks";
   EXPECT_EQ(c->num_computed, 0);
   EXPECT_EQ(c->num_tokens(), 3);
-  EXPECT_EQ(c->full_depth_end, 3) << "recomputed tokens must run full depth";
+  // The prompt is recomputed as a prefill (generated tokens would be
+  // replayed to their exit loops); the last token then decodes alone.
+  EXPECT_EQ(c->full_depth_end, 2);
+  EXPECT_EQ(c->prefill_pending(), 2);
   EXPECT_FALSE(c->decoding());
   EXPECT_EQ(d.scheduler_.num_running(), 2);
   EXPECT_EQ(d.scheduler_.num_waiting(), 2);
@@ -257,11 +260,14 @@ TEST(Scheduler, DecodePreemptsTheNewestRunningSequence) {
   a->finished = true;
   d.scheduler_.Remove(a);
   chunks = d.ScheduleAndCheck();
-  ASSERT_EQ(chunks.size(), 2u);
+  ASSERT_EQ(chunks.size(), 3u);
   EXPECT_EQ(chunks[0].seq, b);
   EXPECT_EQ(chunks[1].seq, c);
   EXPECT_EQ(chunks[1].start, 0);
+  EXPECT_EQ(chunks[1].length, 2) << "the replay chunk stops before the last token";
+  EXPECT_EQ(chunks[2].seq, late) << "admitted behind c, in order";
   d.Run(chunks);
+  EXPECT_TRUE(c->decoding());
   ASSERT_TRUE(d.RunToCompletion());
   EXPECT_TRUE(late->finished);
   EXPECT_EQ(d.blocks_.NumUsedBlocks(), 0);

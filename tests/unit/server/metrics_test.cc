@@ -193,7 +193,7 @@ TEST(ServerMetricsTest, EveryMetricIsExportedWithTheRecordedValues) {
            "loopserve_requests_running",
            "loopserve_requests_waiting",
            "loopserve_kv_blocks_used",
-           "loopserve_kv_blocks_total",
+           "loopserve_kv_blocks_capacity",
            "loopserve_batch_size",
        }) {
     EXPECT_TRUE(scrape.Has(name)) << name << " missing from\n" << scrape.text();
@@ -253,7 +253,7 @@ TEST(ServerMetricsTest, EveryMetricIsExportedWithTheRecordedValues) {
   EXPECT_EQ(scrape.Value("loopserve_requests_running", engine), 3);
   EXPECT_EQ(scrape.Value("loopserve_requests_waiting", engine), 2);
   EXPECT_EQ(scrape.Value("loopserve_kv_blocks_used", engine), 9);
-  EXPECT_EQ(scrape.Value("loopserve_kv_blocks_total", engine), 64);
+  EXPECT_EQ(scrape.Value("loopserve_kv_blocks_capacity", engine), 64);
   EXPECT_EQ(scrape.Value("loopserve_batch_size", engine), 17);
   EXPECT_EQ(scrape.Value("loopserve_batch_size", {{"deployment", "fast"}}), -1);
 }
