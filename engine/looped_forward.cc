@@ -322,21 +322,30 @@ void LoopedForward::DecideAtBoundary(int loop, absl::Span<const ForwardToken> to
     if (tokens[j].wants_logits) r.logits_row = AppendLogits(z, result);
   }
 
+  std::vector<ExitingRow> fills;
+  for (int h : exiting) {
+    fills.push_back({act.index[head_rows[h]], positions[h], tables[h],
+                     head_in + int64_t{h} * d_model});
+  }
+  FillForExits(loop, tokens, fills, result);
+}
+
+void LoopedForward::FillForExits(int loop, absl::Span<const ForwardToken> tokens,
+                                 const std::vector<ExitingRow>& rows, ForwardResult* result) {
   // kv_fill for the loops the exiting tokens skip, batched per mode.
-  if (loop + 1 >= config_.num_loops || exiting.empty()) return;
+  if (loop + 1 >= config_.num_loops || rows.empty()) return;
+  const int64_t d_model = config_.hidden_size;
   for (KvFill mode : {KvFill::kReuse, KvFill::kPropagate}) {
     std::vector<int32_t> fill_pos;
     std::vector<const int32_t*> fill_tables;
     std::vector<float> fill_h;
-    for (int h : exiting) {
-      const int j = act.index[head_rows[h]];
-      if (tokens[j].policy->kv_fill != mode) continue;
-      fill_pos.push_back(positions[h]);
-      fill_tables.push_back(tables[h]);
-      fill_h.insert(fill_h.end(), head_in + int64_t{h} * d_model,
-                    head_in + int64_t{h + 1} * d_model);
+    for (const ExitingRow& row : rows) {
+      if (tokens[row.token].policy->kv_fill != mode) continue;
+      fill_pos.push_back(row.position);
+      fill_tables.push_back(row.table);
+      fill_h.insert(fill_h.end(), row.h, row.h + d_model);
       if (mode == KvFill::kPropagate) {
-        result->tokens[j].propagate_fills =
+        result->tokens[row.token].propagate_fills =
             config_.num_recurrent_layers * (config_.num_loops - 1 - loop);
       }
     }
@@ -351,31 +360,16 @@ void LoopedForward::ExitReplayed(int loop, absl::Span<const ForwardToken> tokens
                                  const std::vector<int>& rows, Active& act,
                                  ForwardResult* result) {
   const int64_t d_model = config_.hidden_size;
-  for (KvFill mode : {KvFill::kReuse, KvFill::kPropagate}) {
-    std::vector<int32_t> fill_pos;
-    std::vector<const int32_t*> fill_tables;
-    std::vector<float> fill_h;
-    for (int a : rows) {
-      const int j = act.index[a];
-      if (tokens[j].policy->kv_fill != mode) continue;
-      const float* h = act.x + int64_t{a} * d_model;
-      act.exits[a] = 1;
-      result->tokens[j].exit_loop = loop;
-      std::memcpy(act.replay_h.data() + int64_t{j} * d_model, h, sizeof(float) * d_model);
-      if (loop + 1 >= config_.num_loops) continue;
-      fill_pos.push_back(act.positions[a]);
-      fill_tables.push_back(act.tables[a]);
-      fill_h.insert(fill_h.end(), h, h + d_model);
-      if (mode == KvFill::kPropagate) {
-        result->tokens[j].propagate_fills =
-            config_.num_recurrent_layers * (config_.num_loops - 1 - loop);
-      }
-    }
-    if (fill_pos.empty()) continue;
-    const LayerRows fill_rows{static_cast<int64_t>(fill_pos.size()), fill_pos.data(),
-                              fill_tables.data()};
-    FillSkippedLoops(loop, fill_h.data(), fill_rows, mode);
+  std::vector<ExitingRow> fills;
+  for (int a : rows) {
+    const int j = act.index[a];
+    const float* h = act.x + int64_t{a} * d_model;
+    act.exits[a] = 1;
+    result->tokens[j].exit_loop = loop;
+    std::memcpy(act.replay_h.data() + int64_t{j} * d_model, h, sizeof(float) * d_model);
+    fills.push_back({j, act.positions[a], act.tables[a], h});
   }
+  FillForExits(loop, tokens, fills, result);
 }
 
 void LoopedForward::WriteReplayedCoda(absl::Span<const ForwardToken> tokens, Active& act,

@@ -42,6 +42,15 @@ class LoopedForward {
                        ForwardResult* result, ForwardTrace* trace);
   void FillSkippedLoops(int exit_loop, const float* h, const LayerRows& rows,
                         KvFill mode);
+  // A token leaving at a boundary: its row's position, block table and h.
+  struct ExitingRow {
+    int token;
+    int32_t position;
+    const int32_t* table;
+    const float* h;
+  };
+  void FillForExits(int loop, absl::Span<const ForwardToken> tokens,
+                    const std::vector<ExitingRow>& rows, ForwardResult* result);
   // Replayed tokens (ForwardToken::forced_exit_loop) leaving at `loop`.
   void ExitReplayed(int loop, absl::Span<const ForwardToken> tokens,
                     const std::vector<int>& rows, Active& act, ForwardResult* result);
