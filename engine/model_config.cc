@@ -288,7 +288,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   Json root;
   try {
     root = Json::parse(json_text);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {  // parse_error, and out_of_range for 1e+999
     return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON: ", e.what()));
   }
   if (!root.is_object()) {
