@@ -211,6 +211,17 @@ absl::Status Validate(FieldReader& f, ModelConfig& c) {
     return f.Error(f.Has("head_dim") ? "head_dim" : "hidden_size",
                    "an even head_dim (RoPE rotates pairs)", absl::StrCat("head_dim ", c.head_dim));
   }
+  // Layer instances (P + R*L + C) each own K/V and are indexed by int: a
+  // huge num_loops must be refused here, not overflow later.
+  constexpr int64_t kMaxLayerInstances = int64_t{1} << 16;
+  const int64_t instances = int64_t{c.num_prelude_layers} +
+                            int64_t{c.num_recurrent_layers} * c.num_loops + c.num_coda_layers;
+  if (instances > kMaxLayerInstances) {
+    return f.Error("num_loops",
+                   absl::StrCat("at most ", kMaxLayerInstances,
+                                " layer instances (prelude + recurrent * loops + coda)"),
+                   absl::StrCat(instances, " instances"));
+  }
   if (UsesFfn(c, FfnKind::kDense) && !f.Has("intermediate_size")) {
     return f.Error("intermediate_size", "an integer >= 1 (required: a part uses a dense FFN)",
                    "nothing");
