@@ -1,6 +1,7 @@
 #include "server/access_control.h"
 
 #include <algorithm>
+#include <map>
 #include <utility>
 
 #include "absl/strings/cord.h"
@@ -8,16 +9,42 @@
 
 namespace loopserve {
 
-struct KeyState {
-  explicit KeyState(ApiKeyConfig c, TokenBucket::Clock::time_point now)
-      : config(std::move(c)),
-        bucket(config.requests_per_second > 0 ? config.requests_per_second : 1.0,
-               config.burst > 0 ? config.burst : std::max(1.0, config.requests_per_second), now) {}
+namespace {
 
-  const ApiKeyConfig config;
+// The bucket's parameters for a key (a key without a rate limit never asks
+// its bucket, which still needs a positive rate).
+double BucketRate(const ApiKeyConfig& c) {
+  return c.requests_per_second > 0 ? c.requests_per_second : 1.0;
+}
+double BucketBurst(const ApiKeyConfig& c) {
+  return c.burst > 0 ? c.burst : std::max(1.0, c.requests_per_second);
+}
+
+bool SameGrant(const ApiKeyConfig& a, const ApiKeyConfig& b) {
+  return a.sha256 == b.sha256 && a.deployments == b.deployments &&
+         a.requests_per_second == b.requests_per_second && a.burst == b.burst &&
+         a.max_concurrent == b.max_concurrent && a.admin == b.admin;
+}
+
+}  // namespace
+
+// One key across reloads: the name is its identity; what it may do changes
+// under the lock when a reload changes it.
+struct KeyState {
+  KeyState(ApiKeyConfig c, TokenBucket::Clock::time_point now)
+      : name(c.name), config(std::move(c)), bucket(BucketRate(config), BucketBurst(config), now) {}
+
+  const std::string name;
   absl::Mutex mu;
+  ApiKeyConfig config ABSL_GUARDED_BY(mu);
   TokenBucket bucket ABSL_GUARDED_BY(mu);
   int in_flight ABSL_GUARDED_BY(mu) = 0;
+};
+
+struct AccessControl::KeySet {
+  explicit KeySet(const std::vector<ApiKeyConfig>& keys) : table(keys) {}
+  ApiKeyTable table;
+  std::vector<std::shared_ptr<KeyState>> states;  // same order as table.keys()
 };
 
 namespace {
@@ -57,17 +84,24 @@ void CallLease::Release() {
 }
 
 const std::string& CallLease::key_name() const {
-  return key_ != nullptr ? key_->config.name : EmptyName();
+  return key_ != nullptr ? key_->name : EmptyName();
 }
 
 AccessControl::AccessControl(const std::vector<ApiKeyConfig>& keys, NowFunction now)
-    : table_(keys), now_(std::move(now)) {
+    : enabled_(!keys.empty()), now_(std::move(now)) {
   if (now_ == nullptr) now_ = [] { return TokenBucket::Clock::now(); };
   const TokenBucket::Clock::time_point start = now_();
-  for (const ApiKeyConfig& k : keys) keys_.push_back(std::make_shared<KeyState>(k, start));
+  auto set = std::make_shared<KeySet>(keys);
+  for (const ApiKeyConfig& k : keys) set->states.push_back(std::make_shared<KeyState>(k, start));
+  keys_ = std::move(set);
 }
 
 AccessControl::~AccessControl() = default;
+
+std::shared_ptr<const AccessControl::KeySet> AccessControl::Current() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return keys_;
+}
 
 absl::StatusOr<CallLease> AccessControl::Admit(std::optional<std::string_view> authorization,
                                                CallKind kind, const std::string& deployment) const {
@@ -79,11 +113,14 @@ absl::StatusOr<CallLease> AccessControl::Admit(std::optional<std::string_view> a
   }
   absl::StatusOr<std::string_view> presented = BearerKey(*authorization);
   if (!presented.ok()) return presented.status();
-  const int index = table_.Find(*presented);
+  // The set this call is judged by; a reload meanwhile affects the next call.
+  const std::shared_ptr<const KeySet> set = Current();
+  const int index = set->table.Find(*presented);
   if (index < 0) return absl::UnauthenticatedError("invalid API key");
-  const std::shared_ptr<KeyState>& key = keys_[static_cast<size_t>(index)];
-  const ApiKeyConfig& config = key->config;
+  const std::shared_ptr<KeyState>& key = set->states[static_cast<size_t>(index)];
 
+  absl::MutexLock lock(&key->mu);
+  const ApiKeyConfig& config = key->config;
   if (kind == CallKind::kAdmin && !config.admin) {
     return absl::PermissionDeniedError(
         absl::StrCat("API key `", config.name, "` may not call the Admin service"));
@@ -94,7 +131,6 @@ absl::StatusOr<CallLease> AccessControl::Admit(std::optional<std::string_view> a
   }
 
   const bool counts = kind == CallKind::kGenerate && config.max_concurrent > 0;
-  absl::MutexLock lock(&key->mu);
   // Concurrency first: a call refused for it does not spend a rate token.
   if (counts && key->in_flight >= config.max_concurrent) {
     return WithRetryHint(
@@ -120,6 +156,49 @@ absl::StatusOr<CallLease> AccessControl::Admit(std::optional<std::string_view> a
     lease.holds_slot_ = true;
   }
   return lease;
+}
+
+absl::StatusOr<AccessControl::ReloadSummary> AccessControl::ReplaceKeys(
+    const std::vector<ApiKeyConfig>& keys) {
+  if (absl::Status s = ValidateApiKeys(keys); !s.ok()) return s;
+  if (keys.empty() != !enabled_) {
+    return absl::FailedPreconditionError(
+        enabled_ ? "the new config has no API keys, which would turn authentication off; "
+                   "that needs a restart"
+                 : "the server started without API keys; turning authentication on needs a "
+                   "restart");
+  }
+  const TokenBucket::Clock::time_point now = now_();
+  absl::MutexLock lock(&mu_);  // one reload at a time; Admit keeps reading the old set
+  std::map<std::string, std::shared_ptr<KeyState>> old_by_name;
+  for (const std::shared_ptr<KeyState>& k : keys_->states) old_by_name[k->name] = k;
+
+  ReloadSummary summary;
+  auto set = std::make_shared<KeySet>(keys);
+  for (const ApiKeyConfig& k : keys) {
+    auto it = old_by_name.find(k.name);
+    if (it == old_by_name.end()) {
+      summary.added.push_back(k.name);
+      set->states.push_back(std::make_shared<KeyState>(k, now));
+      continue;
+    }
+    std::shared_ptr<KeyState> state = std::move(it->second);
+    old_by_name.erase(it);
+    {
+      absl::MutexLock key_lock(&state->mu);
+      if (SameGrant(state->config, k)) {
+        ++summary.unchanged;
+      } else {
+        summary.changed.push_back(k.name);
+        state->config = k;
+        state->bucket.Reconfigure(BucketRate(k), BucketBurst(k), now);
+      }
+    }
+    set->states.push_back(std::move(state));
+  }
+  for (const auto& [name, state] : old_by_name) summary.removed.push_back(name);
+  keys_ = std::move(set);
+  return summary;
 }
 
 void LeaseHandoff::Put(const void* call, CallLease lease) {

@@ -64,18 +64,41 @@ class AccessControl {
   explicit AccessControl(const std::vector<ApiKeyConfig>& keys, NowFunction now = nullptr);
   ~AccessControl();
 
-  // No keys configured: every call is admitted.
-  bool enabled() const { return !keys_.empty(); }
+  // No keys configured: every call is admitted. Fixed for the server's life
+  // (ReplaceKeys never turns authentication on or off).
+  bool enabled() const { return enabled_; }
 
   // `authorization`: the call's `authorization` metadata (nullopt when
   // absent). `deployment` matters for kGenerate only. Thread-safe.
   absl::StatusOr<CallLease> Admit(std::optional<std::string_view> authorization, CallKind kind,
                                   const std::string& deployment) const;
 
+  // What a reload did, by key name (for the log line; never a secret).
+  struct ReloadSummary {
+    std::vector<std::string> added;
+    std::vector<std::string> removed;
+    std::vector<std::string> changed;  // new secret hash or new limits
+    int unchanged = 0;
+  };
+  // Swaps in a new key list without a restart (SIGHUP, server/main.cc), so a
+  // leaked key is revoked and a rotated one accepted at once. A key keeps
+  // its identity by name: its rate bucket (tokens earned so far) and its
+  // count of calls in flight carry over, so a reload never resets a client's
+  // budget. Calls already admitted under a removed key run to their end;
+  // its next call is UNAUTHENTICATED. Refused with nothing changed: keys
+  // that fail ValidateApiKeys, and going from no keys to some or back
+  // (turning authentication on or off is a restart, as it changes who can
+  // reach the server at all). Thread-safe against Admit and itself.
+  absl::StatusOr<ReloadSummary> ReplaceKeys(const std::vector<ApiKeyConfig>& keys);
+
  private:
-  ApiKeyTable table_;
-  std::vector<std::shared_ptr<KeyState>> keys_;  // same order as table_.keys()
+  struct KeySet;  // the lookup table and each key's state (access_control.cc)
+  std::shared_ptr<const KeySet> Current() const;
+
+  const bool enabled_;
   NowFunction now_;
+  mutable absl::Mutex mu_;  // guards the pointer; a KeySet is immutable once published
+  std::shared_ptr<const KeySet> keys_ ABSL_GUARDED_BY(mu_);
 };
 
 // Hands a generation call's lease from the service handler to the

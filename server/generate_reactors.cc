@@ -1,10 +1,13 @@
 #include "server/generate_reactors.h"
 
+#include <chrono>
 #include <deque>
+#include <memory>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "server/generate_call.h"
+#include "server/log.h"
 #include "server/proto_convert.h"
 
 namespace loopserve {
@@ -55,15 +58,24 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<v1::Generate
  public:
   GenerateStreamReactor(ServingState* state, grpc::CallbackServerContext* context,
                         const v1::GenerateRequest* request)
-      : call_(state, context, *request) {
+      : call_(state, context, *request), metrics_(state->metrics) {
+    if (state->stall_watchdog != nullptr && state->stall_watchdog->enabled()) {
+      watchdog_ = state->stall_watchdog;
+      // Runs on the watchdog thread, never after OnDone's Unwatch returned.
+      watch_ = watchdog_->Watch([this, context] { OnStalled(context); });
+    }
     absl::Status s = call_.Start([this](const RequestEvent& e) { OnEvent(e); });
     if (!s.ok()) Finish(ToGrpcStatus(s));
   }
 
   void OnCancel() override { call_.Cancel(); }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (watchdog_ != nullptr) watchdog_->Unwatch(watch_);
+    delete this;
+  }
 
   void OnWriteDone(bool ok) override {
+    if (watch_ != nullptr) watch_->WriteDone();
     bool write = false;
     bool finish = false;
     grpc::Status status;
@@ -78,11 +90,28 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<v1::Generate
       write = NextWriteLocked();
       finish = !write && NextFinishLocked(status);
     }
-    if (write) StartWrite(&in_flight_msg_);
+    if (write) Write();
     if (finish) Finish(status);
   }
 
  private:
+  void Write() {
+    if (watch_ != nullptr) watch_->WriteStarted(StreamStallWatchdog::Clock::now());
+    StartWrite(&in_flight_msg_);
+  }
+
+  // The client left a write unread for the configured time: end the call
+  // (the client sees CANCELLED); what it has not read is dropped.
+  void OnStalled(grpc::CallbackServerContext* context) {
+    LogWarning("stream cancelled: the client left a write unread",
+               {{"request_id", call_.request_id()},
+                {"deployment", call_.deployment()},
+                {"stream_write_timeout_seconds",
+                 std::chrono::duration<double>(watchdog_->timeout()).count()}});
+    if (metrics_ != nullptr) metrics_->RecordStreamWriteTimeout();
+    context->TryCancel();
+  }
+
   // Engine thread: queue, never wait for the network.
   void OnEvent(const RequestEvent& event) {
     const bool last = event.finished;
@@ -118,7 +147,7 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<v1::Generate
       write = NextWriteLocked();
       finish = !write && NextFinishLocked(status);
     }
-    if (write) StartWrite(&in_flight_msg_);
+    if (write) Write();
     if (finish) Finish(status);  // last use of `this`: OnDone may follow
   }
 
@@ -138,6 +167,9 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<v1::Generate
   }
 
   GenerateCall call_;
+  ServerMetrics* metrics_;                         // null when metrics are off
+  StreamStallWatchdog* watchdog_ = nullptr;        // null: no write timeout
+  std::shared_ptr<StreamStallWatchdog::Stream> watch_;
   absl::Mutex mu_;
   std::deque<v1::GenerateStreamResponse> queue_ ABSL_GUARDED_BY(mu_);
   // The message being written; only replaced when no write is in flight.

@@ -5,6 +5,8 @@
 //   loopserve-server --new_api_key                    (a random key and its sha256)
 //   loopserve-server --hash_api_key < key.txt         (sha256 of the key on stdin)
 // Flags override the config file. SIGTERM/SIGINT drain gracefully, exit 0.
+// SIGHUP rereads the config file and applies its `api_keys` (revoke, add,
+// rotate keys without a restart); other fields need a restart.
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <signal.h>
@@ -129,6 +131,25 @@ int NewApiKey() {
   return 0;
 }
 
+// SIGHUP: the whole file must still parse and validate (a typo anywhere
+// refuses the reload, as it would refuse a restart); only its keys apply.
+void ReloadApiKeys(loopserve::Server& server) {
+  const std::string path = absl::GetFlag(FLAGS_config);
+  loopserve::LogInfo("SIGHUP received; reloading API keys", {{"config", path}});
+  if (path.empty()) {
+    loopserve::LogWarning("SIGHUP: the server was started without --config; nothing to reload");
+    return;
+  }
+  absl::StatusOr<loopserve::ServerConfig> config = loopserve::LoadServerConfig(path);
+  if (!config.ok()) {
+    loopserve::LogError("config reload refused; the running API keys stay",
+                        {{"error", std::string(config.status().message())}});
+    server.RecordFailedReload();
+    return;
+  }
+  (void)server.ReloadApiKeys(config->api_keys);  // logs and counts its own outcome
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -147,6 +168,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -167,7 +189,9 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    ReloadApiKeys(**server);
+  }
   loopserve::LogInfo("signal received; shutting down",
                      {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
   (*server)->Shutdown();

@@ -94,6 +94,13 @@ struct ServerMetrics::Impl {
   Gauge* kv_used = nullptr;
   Gauge* kv_total = nullptr;
   Gauge* batch_size = nullptr;
+  Counter* stream_write_timeouts = nullptr;
+  Counter* tls_reloads_ok = nullptr;
+  Counter* tls_reloads_failed = nullptr;
+  Family<Gauge>* tls_expiry_family = nullptr;
+  Counter* reloads_ok = nullptr;
+  Counter* reloads_failed = nullptr;
+  Gauge* last_reload_ok = nullptr;
 
   absl::Mutex mu;
   std::map<std::pair<std::string, std::string>, RequestSeries> series ABSL_GUARDED_BY(mu);
@@ -194,6 +201,42 @@ void ServerMetrics::Impl::BuildFamilies() {
                     .Help("Tokens (prefill + decode) in the last engine step (engine-wide).")
                     .Register(r)
                     .Add(engine_labels);
+  stream_write_timeouts =
+      &prometheus::BuildCounter()
+           .Name("loopserve_stream_write_timeouts_total")
+           .Help(
+               "GenerateStream calls cancelled because the client left a write unread for "
+               "limits.stream_write_timeout_seconds.")
+           .Register(r)
+           .Add(engine_labels);
+  Family<Counter>& tls_reloads =
+      prometheus::BuildCounter()
+          .Name("loopserve_tls_reloads_total")
+          .Help(
+              "Changes of the TLS files found by tls.reload_interval_seconds, by result: ok "
+              "(installed) or error (refused; the previous certificate stays).")
+          .Register(r);
+  tls_reloads_ok = &tls_reloads.Add({{"model", model}, {"result", "ok"}});
+  tls_reloads_failed = &tls_reloads.Add({{"model", model}, {"result", "error"}});
+  tls_expiry_family = &prometheus::BuildGauge()
+                           .Name("loopserve_tls_certificate_expiry_timestamp_seconds")
+                           .Help("notAfter of the server certificate in service (Unix seconds).")
+                           .Register(r);
+  Family<Counter>& reloads =
+      prometheus::BuildCounter()
+          .Name("loopserve_config_reloads_total")
+          .Help("Config reloads (SIGHUP) by result: ok, or error (the running config stays).")
+          .Register(r);
+  reloads_ok = &reloads.Add({{"model", model}, {"result", "ok"}});
+  reloads_failed = &reloads.Add({{"model", model}, {"result", "error"}});
+  // As Prometheus' own prometheus_config_last_reload_successful: 1 until a
+  // reload fails, so an alert can catch a config that no longer parses.
+  last_reload_ok = &prometheus::BuildGauge()
+                        .Name("loopserve_config_last_reload_successful")
+                        .Help("1 when the last config reload succeeded (or none was tried), else 0.")
+                        .Register(r)
+                        .Add(engine_labels);
+  last_reload_ok->Set(1);
 }
 
 Histogram::BucketBoundaries ServerMetrics::Impl::ExitLoopBuckets() const {
@@ -332,6 +375,24 @@ void ServerMetrics::RecordRejected(const std::string& deployment, absl::StatusCo
              {"status", StatusLabel(code)},
              {"finish_reason", "none"}})
       .Increment();
+}
+
+void ServerMetrics::RecordStreamWriteTimeout() { impl_->stream_write_timeouts->Increment(); }
+
+void ServerMetrics::RecordTlsReload(bool ok) {
+  (ok ? impl_->tls_reloads_ok : impl_->tls_reloads_failed)->Increment();
+}
+
+void ServerMetrics::SetTlsCertificateExpiry(int64_t not_after_unix_seconds) {
+  // Only with TLS on and a readable date: no series at all otherwise.
+  if (not_after_unix_seconds <= 0) return;
+  impl_->tls_expiry_family->Add({{"model", impl_->model}})
+      .Set(static_cast<double>(not_after_unix_seconds));
+}
+
+void ServerMetrics::RecordConfigReload(bool ok) {
+  (ok ? impl_->reloads_ok : impl_->reloads_failed)->Increment();
+  impl_->last_reload_ok->Set(ok ? 1 : 0);
 }
 
 void ServerMetrics::ObserveStep(const StepStats& stats) {

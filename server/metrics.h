@@ -5,6 +5,7 @@
 // live policy change shows up as a new series).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,15 @@ class ServerMetrics {
   // Engine gauges after a step (running, waiting, KV blocks, batch size,
   // preemptions).
   void ObserveStep(const StepStats& stats);
+  // A stream was cancelled because its client left a write unread for
+  // `limits.stream_write_timeout_seconds`.
+  void RecordStreamWriteTimeout();
+  // A change of the TLS files was installed (ok) or refused; and the expiry
+  // of the certificate in service (Unix seconds; 0 = unknown, not exported).
+  void RecordTlsReload(bool ok);
+  void SetTlsCertificateExpiry(int64_t not_after_unix_seconds);
+  // A config reload (SIGHUP) ended: ok or refused (the old config stays).
+  void RecordConfigReload(bool ok);
   // Optional: the server's deployment names. Once set, any other name (a
   // client's typo of an unknown deployment) is labelled "unknown", so clients
   // cannot create unbounded series.

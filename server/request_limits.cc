@@ -23,7 +23,9 @@ absl::StatusOr<RequestLimits> RequestLimitsFromJson(const nlohmann::json& json) 
                : it.key() == "max_stop_token_ids"        ? &l.max_stop_token_ids
                : it.key() == "max_logprobs"              ? &l.max_logprobs
                : it.key() == "max_receive_message_bytes" ? &l.max_receive_message_bytes
-                                                         : nullptr;
+               : it.key() == "stream_write_timeout_seconds"
+                   ? &l.stream_write_timeout_seconds
+                   : nullptr;
     if (out == nullptr) return LimitError(it.key(), "unknown field");
     const nlohmann::json& v = it.value();
     if (!v.is_number_integer() || v.get<int64_t>() < INT32_MIN || v.get<int64_t>() > INT32_MAX) {
@@ -54,6 +56,9 @@ absl::Status ValidateRequestLimits(const RequestLimits& l) {
   // Below 1 KiB even a small request would not fit.
   if (l.max_receive_message_bytes < 1024) {
     return LimitError("max_receive_message_bytes", "must be >= 1024");
+  }
+  if (l.stream_write_timeout_seconds < 0 || l.stream_write_timeout_seconds > 86400) {
+    return LimitError("stream_write_timeout_seconds", "must be in [0, 86400] (0 = never)");
   }
   return absl::OkStatus();
 }

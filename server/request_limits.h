@@ -22,6 +22,9 @@ struct RequestLimits {
   // gRPC refuses larger request messages with RESOURCE_EXHAUSTED before
   // they reach a handler (gRPC's own default is also 4 MiB).
   int max_receive_message_bytes = 4 << 20;
+  // A GenerateStream whose client leaves one write unread this long is
+  // cancelled (server/stream_stall_watchdog.h); 0 = never.
+  int stream_write_timeout_seconds = 0;
 };
 
 // The config's `limits` object; InvalidArgument naming `limits.<field>`.

@@ -1,5 +1,6 @@
 #include "server/server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <utility>
@@ -89,8 +90,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
 absl::Status Server::Init() {
   // TLS files first: a bad certificate fails in milliseconds, before the
   // model load, and like every load error before any port is bound.
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
-      MakeServerCredentials(config_.tls);
+  int64_t tls_not_after = 0;
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials;
+  if (config_.tls.enabled() && config_.tls.reload_interval_seconds > 0) {
+    absl::StatusOr<std::unique_ptr<TlsReloader>> reloader = TlsReloader::Start(config_.tls);
+    if (!reloader.ok()) return reloader.status();
+    tls_reloader_ = *std::move(reloader);
+    credentials = tls_reloader_->credentials();
+    tls_not_after = tls_reloader_->not_after_unix_seconds();
+  } else {
+    credentials = MakeServerCredentials(config_.tls, &tls_not_after);
+  }
   if (!credentials.ok()) return credentials.status();
   access_ = std::make_unique<AccessControl>(config_.api_keys);
 
@@ -161,6 +171,13 @@ absl::Status Server::Init() {
   if (metrics_ != nullptr) {
     ServerMetrics* metrics = metrics_.get();
     loop_->SetStepObserver([metrics](const StepStats& stats) { metrics->ObserveStep(stats); });
+    metrics->SetTlsCertificateExpiry(tls_not_after);
+    if (tls_reloader_ != nullptr) {
+      tls_reloader_->SetObserver([metrics](const TlsReloader::Outcome& outcome) {
+        metrics->RecordTlsReload(outcome.installed);
+        metrics->SetTlsCertificateExpiry(outcome.not_after_unix_seconds);
+      });
+    }
   }
 
   state_.model = *model;
@@ -172,6 +189,16 @@ absl::Status Server::Init() {
   state_.backend = backend;
   state_.limits = config_.limits;
   state_.access = access_.get();
+  {
+    // Scan at a tenth of the timeout (at most once a second): a stalled
+    // stream ends within 1.1x the configured time.
+    const std::chrono::milliseconds timeout(
+        int64_t{config_.limits.stream_write_timeout_seconds} * 1000);
+    stall_watchdog_ = std::make_unique<StreamStallWatchdog>(
+        timeout, std::clamp(timeout / 10, std::chrono::milliseconds(50),
+                            std::chrono::milliseconds(1000)));
+    state_.stall_watchdog = stall_watchdog_.get();
+  }
   loopserve_service_ = std::make_unique<LoopServeService>(&state_);
   admin_service_ = std::make_unique<AdminService>(
       &state_, [this](double grace, std::function<void(int64_t)> done) {
@@ -213,6 +240,26 @@ absl::Status Server::Init() {
                              {"kv_blocks_total", loop_->engine().kv_cache().num_blocks()},
                              {"kv_block_size", loop_->engine().kv_cache().block_size()}});
   return absl::OkStatus();
+}
+
+absl::Status Server::ReloadApiKeys(const std::vector<ApiKeyConfig>& keys) {
+  absl::StatusOr<AccessControl::ReloadSummary> summary = access_->ReplaceKeys(keys);
+  if (metrics_ != nullptr) metrics_->RecordConfigReload(summary.ok());
+  if (!summary.ok()) {
+    LogError("config reload refused; the running API keys stay",
+             {{"error", std::string(summary.status().message())}});
+    return summary.status();
+  }
+  LogInfo("config reloaded: API keys replaced",
+          {{"added", summary->added},
+           {"removed", summary->removed},
+           {"changed", summary->changed},
+           {"unchanged", summary->unchanged}});
+  return absl::OkStatus();
+}
+
+void Server::RecordFailedReload() {
+  if (metrics_ != nullptr) metrics_->RecordConfigReload(false);
 }
 
 std::string Server::metrics_address() const {
@@ -276,11 +323,17 @@ void Server::Shutdown() {
   for (std::thread& t : threads) {
     if (t.joinable()) t.join();
   }
+  // gRPC accepts no more handshakes: the private copies of the TLS files
+  // (a private key among them) can go now, since main() exits without
+  // running destructors.
+  tls_reloader_.reset();
   LogInfo("server stopped");
 }
 
 Server::~Server() {
   if (grpc_server_ != nullptr) Shutdown();
+  // The reloader outlives metrics_ (it must outlive gRPC): unhook it first.
+  if (tls_reloader_ != nullptr) tls_reloader_->SetObserver(nullptr);
 }
 
 }  // namespace loopserve

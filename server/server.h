@@ -21,6 +21,7 @@
 #include "server/loopserve_service.h"
 #include "server/server_config.h"
 #include "server/serving_state.h"
+#include "server/tls_reloader.h"
 
 namespace loopserve {
 
@@ -42,6 +43,15 @@ class Server {
   // Drain with the configured grace, then stops gRPC. Idempotent.
   void Shutdown();
 
+  // Applies the `api_keys` of a freshly loaded config (SIGHUP) without a
+  // restart: AccessControl::ReplaceKeys, logged by key name and counted in
+  // loopserve_config_reloads_total. On error the running keys stay.
+  // Thread-safe.
+  absl::Status ReloadApiKeys(const std::vector<ApiKeyConfig>& keys);
+  // A reload that failed before reaching the keys (the file did not parse):
+  // counted like a refused one.
+  void RecordFailedReload();
+
  private:
   explicit Server(ServerConfig config) : config_(std::move(config)) {}
   absl::Status Init();
@@ -50,6 +60,9 @@ class Server {
 
   ServerConfig config_;
   std::string address_;
+  // Outlives gRPC (declared before it): its private TLS copies are what
+  // gRPC's certificate provider reads. Null unless tls.reload_interval_seconds.
+  std::unique_ptr<TlsReloader> tls_reloader_;
   // Declaration order is destruction order reversed: gRPC goes first, the
   // engine loop (whose observer feeds metrics) before the metrics.
   std::unique_ptr<ServerMetrics> metrics_;
@@ -57,6 +70,7 @@ class Server {
   std::unique_ptr<DeploymentRegistry> registry_;
   std::unique_ptr<EngineLoop> loop_;
   std::unique_ptr<AccessControl> access_;
+  std::unique_ptr<StreamStallWatchdog> stall_watchdog_;
   ServingState state_;
   std::unique_ptr<LoopServeService> loopserve_service_;
   std::unique_ptr<AdminService> admin_service_;

@@ -17,6 +17,7 @@
 #include "server/access_control.h"
 #include "server/metrics.h"
 #include "server/request_limits.h"
+#include "server/stream_stall_watchdog.h"
 
 namespace loopserve {
 
@@ -39,6 +40,8 @@ struct ServingState {
   const AccessControl* access = nullptr;  // null or !enabled(): no API keys
   // Generation calls' leases, from the service handler to their GenerateCall.
   LeaseHandoff leases;
+  // Cancels streams whose client stopped reading (null or off: never).
+  StreamStallWatchdog* stall_watchdog = nullptr;
 };
 
 }  // namespace loopserve

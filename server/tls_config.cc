@@ -5,6 +5,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <cstdint>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 
@@ -13,6 +15,8 @@
 
 namespace loopserve {
 namespace {
+
+constexpr int64_t kMaxReloadSeconds = 86400;
 
 absl::StatusOr<std::string> ReadPem(const std::string& field, const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -60,6 +64,16 @@ absl::StatusOr<TlsConfig> TlsConfigFromJson(const nlohmann::json& json) {
   }
   TlsConfig tls;
   for (auto it = json.begin(); it != json.end(); ++it) {
+    if (it.key() == "reload_interval_seconds") {
+      const nlohmann::json& v = it.value();
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxReloadSeconds) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "server config: field `tls.reload_interval_seconds`: expected an integer in [0, ",
+            kMaxReloadSeconds, "] (0 = no reload)"));
+      }
+      tls.reload_interval_seconds = v.get<int>();
+      continue;
+    }
     std::string* out = it.key() == "cert_file"        ? &tls.cert_file
                        : it.key() == "key_file"       ? &tls.key_file
                        : it.key() == "client_ca_file" ? &tls.client_ca_file
@@ -74,6 +88,10 @@ absl::StatusOr<TlsConfig> TlsConfigFromJson(const nlohmann::json& json) {
     }
     *out = it.value().get<std::string>();
   }
+  if (tls.reload_interval_seconds > 0 && tls.cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "server config: field `tls.reload_interval_seconds`: needs cert_file and key_file");
+  }
   if (tls.cert_file.empty() != tls.key_file.empty()) {
     return absl::InvalidArgumentError(
         "server config: field `tls`: cert_file and key_file go together");
@@ -85,9 +103,8 @@ absl::StatusOr<TlsConfig> TlsConfigFromJson(const nlohmann::json& json) {
   return tls;
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
-    const TlsConfig& tls) {
-  if (!tls.enabled()) return grpc::InsecureServerCredentials();
+absl::StatusOr<TlsFiles> ReadTlsFiles(const TlsConfig& tls) {
+  TlsFiles files;
   absl::StatusOr<std::string> cert = ReadPem("cert_file", tls.cert_file);
   if (!cert.ok()) return cert.status();
   absl::StatusOr<std::string> key = ReadPem("key_file", tls.key_file);
@@ -106,21 +123,39 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     return PemError("key_file", tls.key_file,
                     absl::StrCat("the key does not match the certificate in ", tls.cert_file));
   }
-
-  grpc::SslServerCredentialsOptions options;
-  options.pem_key_cert_pairs.push_back({*key, *cert});
+  struct tm not_after {};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(leaf.get()), &not_after) == 1) {
+    files.not_after_unix_seconds = static_cast<int64_t>(timegm(&not_after));
+  }
   if (tls.mutual()) {
     absl::StatusOr<std::string> ca = ReadPem("client_ca_file", tls.client_ca_file);
     if (!ca.ok()) return ca.status();
     if (FirstCertificate(*ca) == nullptr) {
       return PemError("client_ca_file", tls.client_ca_file, "no PEM certificate");
     }
-    options.pem_root_certs = *ca;
-    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
-  } else {
-    options.client_certificate_request = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+    files.client_ca = *std::move(ca);
   }
   ERR_clear_error();
+  files.cert = *std::move(cert);
+  files.key = *std::move(key);
+  return files;
+}
+
+grpc_ssl_client_certificate_request_type ClientCertificateRequest(const TlsConfig& tls) {
+  return tls.mutual() ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                      : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const TlsConfig& tls, int64_t* not_after_unix_seconds) {
+  if (!tls.enabled()) return grpc::InsecureServerCredentials();
+  absl::StatusOr<TlsFiles> files = ReadTlsFiles(tls);
+  if (!files.ok()) return files.status();
+  if (not_after_unix_seconds != nullptr) *not_after_unix_seconds = files->not_after_unix_seconds;
+  grpc::SslServerCredentialsOptions options;
+  options.pem_key_cert_pairs.push_back({files->key, files->cert});
+  options.pem_root_certs = files->client_ca;
+  options.client_certificate_request = ClientCertificateRequest(tls);
   return grpc::SslServerCredentials(options);
 }
 

@@ -29,4 +29,11 @@ TokenBucket::Take TokenBucket::TryTake(Clock::time_point now) {
   return result;
 }
 
+void TokenBucket::Reconfigure(double rate_per_second, double burst, Clock::time_point now) {
+  Refill(now);
+  rate_ = rate_per_second;
+  burst_ = std::max(1.0, burst);
+  tokens_ = std::min(tokens_, burst_);
+}
+
 }  // namespace loopserve

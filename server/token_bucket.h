@@ -27,6 +27,11 @@ class TokenBucket {
 
   double tokens() const { return tokens_; }
 
+  // New limits from a config reload: the tokens already earned stay (capped
+  // at the new burst), so a reload neither refills a drained bucket nor
+  // empties a full one. `now` settles the refill at the old rate first.
+  void Reconfigure(double rate_per_second, double burst, Clock::time_point now);
+
  private:
   void Refill(Clock::time_point now);
 

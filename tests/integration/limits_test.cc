@@ -2,14 +2,19 @@
 // limits against the real server: each violation is its own clear status
 // (INVALID_ARGUMENT naming the limit; RESOURCE_EXHAUSTED for an oversized
 // message), on unary and streaming calls alike, and none of them disturbs a
-// stream running at the same time or the requests after it.
+// stream running at the same time or the requests after it. A stream whose
+// client stops reading is cancelled after `stream_write_timeout_seconds`.
 #include <chrono>
 #include <future>
+#include <thread>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
 #include "gtest/gtest.h"
 #include "tests/integration/test_model.h"
 
@@ -130,6 +135,62 @@ TEST(ServerLimitsTest, EachViolationHasItsStatusAndDisturbsNothing) {
   expected.prompt = long_prompt;
   expected.max_tokens = 56;
   EXPECT_EQ(streamed, TokenIds(model.Expected(expected)));
+  EXPECT_EQ(server->Terminate(std::chrono::seconds(20)), 0);
+}
+
+TEST(ServerLimitsTest, AStreamLeftUnreadIsCancelledAfterTheWriteTimeout) {
+  TestModel model;
+  nlohmann::json config =
+      ServerConfigJson(model, nlohmann::json::array({{{"name", "default"}}}));
+  config["limits"] = {{"stream_write_timeout_seconds", 1}};
+  WriteJson(model.Join("stall.json"), config);
+  std::unique_ptr<ServerProcess> server = StartServer(model.Join("stall.json"));
+  ASSERT_NE(server, nullptr);
+
+  // A client that takes only what HTTP/2 flow control lets through before
+  // the application reads: no BDP-grown window, a small read-ahead.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 1024);
+  auto stall_stub = v1::LoopServe::NewStub(
+      grpc::CreateCustomChannel(server->address(), grpc::InsecureChannelCredentials(), args));
+  // ~900 tokens with 20 alternatives each: a few hundred KB, far more than
+  // a 64 KB stream window.
+  v1::GenerateRequest big = IdsRequest("default", Prompt(3), 900);
+  big.mutable_sampling()->set_logprobs(20);
+  grpc::ClientContext stalled_context;
+  stalled_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto stalled = stall_stub->GenerateStream(&stalled_context, big);
+
+  // A well-behaved stream at the same time finishes untouched.
+  auto stub = LoopServeStub(server->address());
+  grpc::ClientContext reader_context;
+  reader_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto reader = stub->GenerateStream(&reader_context, big);
+  v1::GenerateStreamResponse message;
+  int read_tokens = 0;
+  while (reader->Read(&message)) read_tokens += message.tokens_size();
+  grpc::Status s = reader->Finish();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(read_tokens, 900);
+
+  // The stalled one: once its write has waited 1 s (scanned every 100 ms),
+  // the server cancels it; the client finds the tokens that fit the window,
+  // then CANCELLED.
+  ASSERT_TRUE(Eventually([&] {
+    absl::StatusOr<std::string> body = HttpGet(server->metrics_address(), "/metrics");
+    return body.ok() && MetricValue(*body, "loopserve_stream_write_timeouts_total").value_or(0) == 1;
+  })) << server->Logs();
+  int stalled_tokens = 0;
+  while (stalled->Read(&message)) stalled_tokens += message.tokens_size();
+  EXPECT_EQ(stalled->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_LT(stalled_tokens, 900);
+  EXPECT_THAT(server->Logs(), HasSubstr("stream cancelled: the client left a write unread"));
+
+  // The server goes on serving.
+  grpc::ClientContext after_context;
+  v1::GenerateResponse response;
+  EXPECT_TRUE(stub->Generate(&after_context, IdsRequest("default", Prompt(4), 8), &response).ok());
   EXPECT_EQ(server->Terminate(std::chrono::seconds(20)), 0);
 }
 

@@ -4,9 +4,16 @@
 // a deployment or on Admin it may not use PERMISSION_DENIED, over its rate
 // or concurrency RESOURCE_EXHAUSTED with `retry-after-ms`; health open;
 // plaintext or untrusting clients cannot talk to the TLS port; mTLS refuses
-// clients without a certificate from its CA; keys never reach the log.
+// clients without a certificate from its CA; keys never reach the log;
+// SIGHUP swaps the keys in without a restart and refuses a bad file.
+#include <signal.h>
+
 #include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -325,6 +332,36 @@ TEST(ServerMutualTlsTest, ClientCertificateFromTheCaIsRequired) {
   EXPECT_EQ(server->Terminate(std::chrono::seconds(20)), 0);
 }
 
+TEST(ServerMutualTlsTest, ReloadingServerStillRequiresAClientCertificate) {
+  if (!HaveOpenssl()) GTEST_SKIP() << "no openssl CLI to make the test CA";
+  TestModel model;
+  absl::StatusOr<TestPki> pki = MakeTestPki(model.dir());
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  nlohmann::json config = ServerConfigJson(model, Deployments());
+  // The reloading path serves the client CA from its private copy.
+  config["tls"] = {{"cert_file", pki->server_cert},
+                   {"key_file", pki->server_key},
+                   {"client_ca_file", pki->ca_cert},
+                   {"reload_interval_seconds", 60}};
+  WriteJson(model.Join("mtls-reload.json"), config);
+  std::unique_ptr<ServerProcess> server = StartServer(model.Join("mtls-reload.json"));
+  ASSERT_NE(server, nullptr);
+  auto call = [&](std::shared_ptr<grpc::Channel> channel) {
+    auto context = Context();
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::GenerateResponse response;
+    return v1::LoopServe::NewStub(channel)
+        ->Generate(context.get(), IdsRequest("default", Prompt(1), 4), &response)
+        .error_code();
+  };
+  EXPECT_EQ(call(TlsChannel(server->address(), pki->ca_cert, pki->client_cert, pki->client_key)),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(call(TlsChannel(server->address(), pki->ca_cert)), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(call(TlsChannel(server->address(), pki->ca_cert, pki->rogue_cert, pki->rogue_key)),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(server->Terminate(std::chrono::seconds(20)), 0);
+}
+
 TEST(ServerMutualTlsTest, BadTlsFilesStopTheServerNamingTheFile) {
   if (!HaveOpenssl()) GTEST_SKIP() << "no openssl CLI to make the test CA";
   TestModel model;
@@ -364,6 +401,164 @@ TEST(ServerExposureTest, WarnsWhenOpenOnANonLoopbackAddress) {
   EXPECT_THAT(logs, HasSubstr("TLS is off on a non-loopback address"));
   EXPECT_THAT(logs, HasSubstr("no API keys configured on a non-loopback address"));
   EXPECT_EQ((*server)->Terminate(std::chrono::seconds(20)), 0);
+}
+
+double ReloadMetric(const ServerProcess& server, const std::string& name) {
+  absl::StatusOr<std::string> body = HttpGet(server.metrics_address(), "/metrics");
+  if (!body.ok()) return -1;
+  absl::StatusOr<double> value = MetricValue(*body, name);
+  return value.ok() ? *value : -1;
+}
+
+TEST(ServerKeyReloadTest, SighupRevokesAddsAndRotatesKeysWithoutARestart) {
+  constexpr char kKeepKey[] = "lsk_keep_1111";
+  constexpr char kRevokedKey[] = "lsk_revoked_2222";
+  constexpr char kOldSecret[] = "lsk_rotating_old_3333";
+  constexpr char kNewSecret[] = "lsk_rotating_new_4444";
+  constexpr char kAddedKey[] = "lsk_added_5555";
+  TestModel model;
+  const std::string path = model.Join("reload.json");
+  nlohmann::json config = ServerConfigJson(model, Deployments());
+  config["api_keys"] = {Key("keep", kKeepKey, {"*"}), Key("revoked", kRevokedKey, {"*"}),
+                        Key("rotating", kOldSecret, {"*"})};
+  WriteJson(path, config);
+  std::unique_ptr<ServerProcess> server = StartServer(path);
+  ASSERT_NE(server, nullptr);
+  auto generate = [&](const std::string& key) {
+    v1::GenerateResponse response;
+    auto context = Context(key);
+    return LoopServeStub(server->address())
+        ->Generate(context.get(), IdsRequest("default", Prompt(2), 3), &response)
+        .error_code();
+  };
+  for (const char* key : {kKeepKey, kRevokedKey, kOldSecret}) {
+    ASSERT_EQ(generate(key), grpc::StatusCode::OK) << key;
+  }
+  EXPECT_EQ(generate(kAddedKey), grpc::StatusCode::UNAUTHENTICATED);
+
+  // Revoke one key, rotate another's secret under the same name, add one.
+  config["api_keys"] = {Key("keep", kKeepKey, {"*"}), Key("rotating", kNewSecret, {"*"}),
+                        Key("added", kAddedKey, {"default"})};
+  WriteJson(path, config);
+  ASSERT_TRUE(server->Signal(SIGHUP));
+  ASSERT_TRUE(Eventually([&] { return generate(kAddedKey) == grpc::StatusCode::OK; }))
+      << server->Logs();
+  EXPECT_EQ(generate(kKeepKey), grpc::StatusCode::OK);
+  EXPECT_EQ(generate(kNewSecret), grpc::StatusCode::OK);
+  EXPECT_EQ(generate(kRevokedKey), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(generate(kOldSecret), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(ReloadMetric(*server, "loopserve_config_last_reload_successful"), 1);
+
+  // A file that no longer parses, then one without keys (which would turn
+  // authentication off): both refused, the running keys stay.
+  { std::ofstream(path) << "{\"api_keys\": ["; }
+  ASSERT_TRUE(server->Signal(SIGHUP));
+  ASSERT_TRUE(Eventually([&] {
+    return ReloadMetric(*server, "loopserve_config_last_reload_successful") == 0;
+  }));
+  config.erase("api_keys");
+  WriteJson(path, config);
+  ASSERT_TRUE(server->Signal(SIGHUP));
+  // ok + error reloads: 1 + 2.
+  ASSERT_TRUE(
+      Eventually([&] { return ReloadMetric(*server, "loopserve_config_reloads_total") == 3; }));
+  EXPECT_EQ(ReloadMetric(*server, "loopserve_config_last_reload_successful"), 0);
+  EXPECT_EQ(generate(""), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(generate(kRevokedKey), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(generate(kAddedKey), grpc::StatusCode::OK);
+
+  const std::string logs = server->Logs();
+  EXPECT_THAT(logs, HasSubstr("config reloaded: API keys replaced"));
+  EXPECT_THAT(logs, HasSubstr("\"removed\":[\"revoked\"]"));
+  EXPECT_THAT(logs, HasSubstr("\"changed\":[\"rotating\"]"));
+  EXPECT_THAT(logs, HasSubstr("would turn authentication off"));
+  for (const char* secret : {kKeepKey, kRevokedKey, kOldSecret, kNewSecret, kAddedKey}) {
+    EXPECT_THAT(logs, Not(HasSubstr(secret)));
+  }
+  EXPECT_EQ(server->Terminate(std::chrono::seconds(20)), 0);
+}
+
+// The reloading servers' private directories (server/tls_reloader.cc).
+std::set<std::string> PrivateTlsCopies() {
+  std::set<std::string> dirs;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::filesystem::temp_directory_path())) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("loopserve-tls-", 0) == 0) dirs.insert(name);
+  }
+  return dirs;
+}
+
+TEST(ServerTlsReloadTest, RenewedCertificateIsServedWithoutARestart) {
+  if (!HaveOpenssl()) GTEST_SKIP() << "no openssl CLI to make the test CA";
+  TestModel model;
+  const std::string old_dir = model.Join("pki-old");
+  const std::string new_dir = model.Join("pki-new");
+  std::filesystem::create_directories(old_dir);
+  std::filesystem::create_directories(new_dir);
+  absl::StatusOr<TestPki> old_pki = MakeTestPki(old_dir);
+  ASSERT_TRUE(old_pki.ok()) << old_pki.status();
+  absl::StatusOr<TestPki> new_pki = MakeTestPki(new_dir);  // another CA altogether
+  ASSERT_TRUE(new_pki.ok()) << new_pki.status();
+  // The paths the server watches, as a certificate manager would renew them.
+  const std::string cert = model.Join("live-cert.pem");
+  const std::string key = model.Join("live-key.pem");
+  auto install = [&](const TestPki& pki) {
+    // Write beside, then rename over: a reader never sees half a file.
+    std::filesystem::copy_file(pki.server_key, key + ".tmp");
+    std::filesystem::copy_file(pki.server_cert, cert + ".tmp");
+    std::filesystem::rename(key + ".tmp", key);
+    std::filesystem::rename(cert + ".tmp", cert);
+  };
+  install(*old_pki);
+  nlohmann::json config = ServerConfigJson(model, Deployments());
+  config["tls"] = {{"cert_file", cert}, {"key_file", key}, {"reload_interval_seconds", 1}};
+  WriteJson(model.Join("renew.json"), config);
+  const std::set<std::string> copies_before = PrivateTlsCopies();
+  std::unique_ptr<ServerProcess> server = StartServer(model.Join("renew.json"));
+  ASSERT_NE(server, nullptr);
+
+  // A fresh channel per call: each does its own handshake.
+  auto call = [&](const std::string& ca) {
+    auto context = Context();
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::GenerateResponse response;
+    return v1::LoopServe::NewStub(TlsChannel(server->address(), ca))
+        ->Generate(context.get(), IdsRequest("default", Prompt(1), 2), &response)
+        .error_code();
+  };
+  ASSERT_EQ(call(old_pki->ca_cert), grpc::StatusCode::OK);
+  EXPECT_EQ(call(new_pki->ca_cert), grpc::StatusCode::UNAVAILABLE);
+
+  install(*new_pki);
+  ASSERT_TRUE(Eventually([&] { return call(new_pki->ca_cert) == grpc::StatusCode::OK; }))
+      << server->Logs();
+  EXPECT_EQ(call(old_pki->ca_cert), grpc::StatusCode::UNAVAILABLE);
+
+  EXPECT_EQ(ReloadMetric(*server, "loopserve_tls_reloads_total"), 1);
+  EXPECT_GT(ReloadMetric(*server, "loopserve_tls_certificate_expiry_timestamp_seconds"),
+            static_cast<double>(std::time(nullptr)));
+
+  // Broken renewals are refused and the last good pair stays in service:
+  // a file that is not PEM, then a certificate with someone else's key.
+  { std::ofstream(cert, std::ios::trunc) << "not a certificate\n"; }
+  ASSERT_TRUE(Eventually([&] { return ReloadMetric(*server, "loopserve_tls_reloads_total") == 2; }))
+      << server->Logs();
+  EXPECT_EQ(call(new_pki->ca_cert), grpc::StatusCode::OK);
+  std::filesystem::copy_file(old_pki->server_cert, cert,
+                             std::filesystem::copy_options::overwrite_existing);
+  ASSERT_TRUE(Eventually([&] { return ReloadMetric(*server, "loopserve_tls_reloads_total") == 3; }))
+      << server->Logs();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // gRPC's own 1 s reread
+  EXPECT_EQ(call(new_pki->ca_cert), grpc::StatusCode::OK);
+  EXPECT_EQ(call(old_pki->ca_cert), grpc::StatusCode::UNAVAILABLE);
+  const std::string logs = server->Logs();
+  EXPECT_THAT(logs, HasSubstr("TLS files reloaded"));
+  EXPECT_THAT(logs, HasSubstr("no PEM certificate"));
+  EXPECT_THAT(logs, HasSubstr("the key does not match the certificate"));
+  EXPECT_EQ(server->Terminate(std::chrono::seconds(20)), 0);
+  // The private copies (a private key among them) went with the server.
+  EXPECT_EQ(PrivateTlsCopies(), copies_before);
 }
 
 }  // namespace

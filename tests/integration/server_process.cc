@@ -108,6 +108,10 @@ int ServerProcess::WaitForExit(std::chrono::milliseconds timeout) {
   return -1;
 }
 
+bool ServerProcess::Signal(int signal_number) {
+  return pid_ > 0 && kill(pid_, signal_number) == 0;
+}
+
 int ServerProcess::Terminate(std::chrono::milliseconds timeout) {
   if (pid_ < 0) return -1;
   kill(pid_, SIGTERM);

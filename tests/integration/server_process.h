@@ -28,6 +28,8 @@ class ServerProcess {
   // SIGTERM, then waits up to `timeout`: the exit status, or -1 when it had
   // to be killed, or -2 when it died from a signal.
   int Terminate(std::chrono::milliseconds timeout);
+  // Sends `signal_number` (e.g. SIGHUP) to the server; false when it is gone.
+  bool Signal(int signal_number);
   // Waits up to `timeout` for an exit by itself (same return values).
   int WaitForExit(std::chrono::milliseconds timeout);
   // Everything the server wrote to stderr so far.

@@ -4,8 +4,10 @@
 // options, and gRPC stubs to a started server.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/engine.h"
@@ -55,6 +57,18 @@ std::unique_ptr<ServerProcess> StartServer(const std::string& config_path);
 std::unique_ptr<v1::LoopServe::Stub> LoopServeStub(const std::string& address);
 std::unique_ptr<v1::Admin::Stub> AdminStub(const std::string& address);
 std::unique_ptr<grpc::health::v1::Health::Stub> HealthStub(const std::string& address);
+
+// Polls `done` every 50 ms for up to 20 s: true once it holds (for what
+// the server does asynchronously: reloads, timeouts).
+template <typename F>
+bool Eventually(F done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
 
 // A GenerateRequest with token ids; greedy unless the test sets sampling.
 v1::GenerateRequest IdsRequest(const std::string& deployment, const std::vector<int32_t>& ids,

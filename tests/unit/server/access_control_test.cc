@@ -255,5 +255,87 @@ TEST(AccessControlTest, LeaseHandoffGivesEachCallItsOwnLease) {
   EXPECT_TRUE(access.Admit("Bearer narrow-key", CallKind::kGenerate, "d").ok());
 }
 
+TEST(AccessControlTest, ReplaceKeysRevokesAddsAndRotatesByName) {
+  AccessControl access(Keys());
+  std::vector<ApiKeyConfig> keys = Keys();
+  keys.erase(keys.begin());                 // revoke "user"
+  keys[0].sha256 = Sha256Hex("ops-key-2");  // rotate "ops"
+  keys.push_back({.name = "new", .sha256 = Sha256Hex("new-key"), .deployments = {"fast"}});
+  absl::StatusOr<AccessControl::ReloadSummary> summary = access.ReplaceKeys(keys);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_THAT(summary->added, ::testing::ElementsAre("new"));
+  EXPECT_THAT(summary->removed, ::testing::ElementsAre("user"));
+  EXPECT_THAT(summary->changed, ::testing::ElementsAre("ops"));
+  EXPECT_EQ(summary->unchanged, 2);
+  auto code = [&](std::string_view auth, CallKind kind, const std::string& d) {
+    return access.Admit(auth, kind, d).status().code();
+  };
+  using absl::StatusCode;
+  EXPECT_EQ(code("Bearer user-key", CallKind::kInfo, ""), StatusCode::kUnauthenticated);
+  EXPECT_EQ(code("Bearer ops-key", CallKind::kAdmin, ""), StatusCode::kUnauthenticated);
+  EXPECT_EQ(code("Bearer ops-key-2", CallKind::kAdmin, ""), StatusCode::kOk);
+  EXPECT_EQ(code("Bearer new-key", CallKind::kGenerate, "fast"), StatusCode::kOk);
+  EXPECT_EQ(code("Bearer new-key", CallKind::kGenerate, "default"), StatusCode::kPermissionDenied);
+  EXPECT_EQ(access.Admit("Bearer ops-key-2", CallKind::kInfo, "")->key_name(), "ops");
+}
+
+TEST(AccessControlTest, ReplaceKeysCarriesBudgetsAndInFlightCalls) {
+  FakeClock clock;
+  AccessControl access(Keys(), clock.Function());
+  // "limited" spends its burst of 2; "narrow" holds both of its slots.
+  EXPECT_TRUE(access.Admit("Bearer limited-key", CallKind::kInfo, "").ok());
+  EXPECT_TRUE(access.Admit("Bearer limited-key", CallKind::kInfo, "").ok());
+  absl::StatusOr<CallLease> a = access.Admit("Bearer narrow-key", CallKind::kGenerate, "d");
+  absl::StatusOr<CallLease> b = access.Admit("Bearer narrow-key", CallKind::kGenerate, "d");
+  ASSERT_TRUE(a.ok() && b.ok());
+
+  // Same keys, narrow allowed 3 at once: the reload neither refills the
+  // drained bucket nor forgets the two calls in flight.
+  std::vector<ApiKeyConfig> keys = Keys();
+  keys[3].max_concurrent = 3;
+  ASSERT_TRUE(access.ReplaceKeys(keys).ok());
+  EXPECT_EQ(access.Admit("Bearer limited-key", CallKind::kInfo, "").status().code(),
+            absl::StatusCode::kResourceExhausted);
+  absl::StatusOr<CallLease> c = access.Admit("Bearer narrow-key", CallKind::kGenerate, "d");
+  ASSERT_TRUE(c.ok());
+  absl::StatusOr<CallLease> d = access.Admit("Bearer narrow-key", CallKind::kGenerate, "d");
+  EXPECT_THAT(d.status().message(), HasSubstr("3 generation calls in flight (max 3)"));
+
+  // Revoked while in flight: the calls run on and release their slots into
+  // the old state; the key is refused from now on.
+  keys.pop_back();
+  ASSERT_TRUE(access.ReplaceKeys(keys).ok());
+  EXPECT_EQ(a->key_name(), "narrow");
+  a->Release();
+  EXPECT_EQ(access.Admit("Bearer narrow-key", CallKind::kGenerate, "d").status().code(),
+            absl::StatusCode::kUnauthenticated);
+  // Back again later: a fresh identity with nothing in flight.
+  ASSERT_TRUE(access.ReplaceKeys(Keys()).ok());
+  EXPECT_TRUE(access.Admit("Bearer narrow-key", CallKind::kGenerate, "d").ok());
+  // The bucket refills at its rate across reloads.
+  clock.now += std::chrono::seconds(1);
+  EXPECT_TRUE(access.Admit("Bearer limited-key", CallKind::kInfo, "").ok());
+}
+
+TEST(AccessControlTest, ReplaceKeysRefusesBadListsAndKeepsTheOldOnes) {
+  AccessControl access(Keys());
+  std::vector<ApiKeyConfig> duplicate = Keys();
+  duplicate[1].name = "user";
+  absl::StatusOr<AccessControl::ReloadSummary> refused = access.ReplaceKeys(duplicate);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  refused = access.ReplaceKeys({});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("turn authentication off"));
+  EXPECT_TRUE(access.Admit("Bearer user-key", CallKind::kInfo, "").ok());
+  EXPECT_EQ(access.Admit(std::nullopt, CallKind::kInfo, "").status().code(),
+            absl::StatusCode::kUnauthenticated);
+
+  AccessControl open({});
+  refused = open.ReplaceKeys(Keys());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(open.Admit(std::nullopt, CallKind::kAdmin, "").ok());
+  EXPECT_TRUE(open.ReplaceKeys({}).ok());  // nothing to do, nothing refused
+}
+
 }  // namespace
 }  // namespace loopserve

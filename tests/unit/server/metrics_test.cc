@@ -258,6 +258,37 @@ TEST(ServerMetricsTest, EveryMetricIsExportedWithTheRecordedValues) {
   EXPECT_EQ(scrape.Value("loopserve_batch_size", {{"deployment", "fast"}}), -1);
 }
 
+TEST(ServerMetricsTest, ReloadsTimeoutsAndCertificateExpiry) {
+  auto metrics = MakeMetrics();
+  ASSERT_NE(metrics, nullptr);
+  const std::map<std::string, std::string> engine = {{"model", "tiny"}};
+  {
+    Scrape scrape(metrics->address());
+    EXPECT_EQ(scrape.Value("loopserve_config_last_reload_successful", engine), 1);
+    EXPECT_EQ(scrape.Value("loopserve_config_reloads_total", With(engine, "result", "ok")), 0);
+    EXPECT_EQ(scrape.Value("loopserve_stream_write_timeouts_total", engine), 0);
+    // No TLS (or no date): no expiry series at all.
+    EXPECT_FALSE(scrape.Has("loopserve_tls_certificate_expiry_timestamp_seconds"));
+  }
+  metrics->RecordConfigReload(true);
+  metrics->RecordConfigReload(false);
+  metrics->RecordStreamWriteTimeout();
+  metrics->RecordTlsReload(true);
+  metrics->RecordTlsReload(false);
+  metrics->RecordTlsReload(false);
+  metrics->SetTlsCertificateExpiry(1'900'000'000);
+  metrics->SetTlsCertificateExpiry(0);  // unknown: keeps the last known date
+  Scrape scrape(metrics->address());
+  EXPECT_EQ(scrape.Value("loopserve_config_reloads_total", With(engine, "result", "ok")), 1);
+  EXPECT_EQ(scrape.Value("loopserve_config_reloads_total", With(engine, "result", "error")), 1);
+  EXPECT_EQ(scrape.Value("loopserve_config_last_reload_successful", engine), 0);
+  EXPECT_EQ(scrape.Value("loopserve_stream_write_timeouts_total", engine), 1);
+  EXPECT_EQ(scrape.Value("loopserve_tls_reloads_total", With(engine, "result", "ok")), 1);
+  EXPECT_EQ(scrape.Value("loopserve_tls_reloads_total", With(engine, "result", "error")), 2);
+  EXPECT_EQ(scrape.Value("loopserve_tls_certificate_expiry_timestamp_seconds", engine),
+            1'900'000'000);
+}
+
 TEST(ServerMetricsTest, PolicyChangeStartsNewSeries) {
   auto metrics = MakeMetrics();
   ASSERT_NE(metrics, nullptr);

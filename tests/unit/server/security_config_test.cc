@@ -13,7 +13,11 @@ using ::testing::HasSubstr;
 
 TEST(SecurityConfigTest, ParsesTlsKeysAndLimits) {
   const nlohmann::json json = {
-      {"tls", {{"cert_file", "s.pem"}, {"key_file", "s.key"}, {"client_ca_file", "ca.pem"}}},
+      {"tls",
+       {{"cert_file", "s.pem"},
+        {"key_file", "s.key"},
+        {"client_ca_file", "ca.pem"},
+        {"reload_interval_seconds", 300}}},
       {"api_keys",
        {{{"name", "a"}, {"sha256", Sha256Hex("x")}, {"deployments", {"*"}}, {"admin", true}}}},
       {"limits",
@@ -28,6 +32,7 @@ TEST(SecurityConfigTest, ParsesTlsKeysAndLimits) {
   EXPECT_TRUE(c->tls.enabled());
   EXPECT_TRUE(c->tls.mutual());
   EXPECT_EQ(c->tls.key_file, "s.key");
+  EXPECT_EQ(c->tls.reload_interval_seconds, 300);
   ASSERT_EQ(c->api_keys.size(), 1u);
   EXPECT_TRUE(c->api_keys[0].admin);
   EXPECT_EQ(c->limits.max_context_tokens, 512);
@@ -60,6 +65,13 @@ TEST(SecurityConfigTest, BadBlocksNameTheField) {
            {{{"tls", {{"client_ca_file", "c"}}}}, "tls.client_ca_file"},
            {{{"tls", {{"certfile", "c"}}}}, "tls.certfile`: unknown field"},
            {{{"tls", "on"}}, "`tls`"},
+           {{{"tls", {{"cert_file", "c"}, {"key_file", "k"}, {"reload_interval_seconds", -1}}}},
+            "tls.reload_interval_seconds"},
+           {{{"tls", {{"cert_file", "c"}, {"key_file", "k"}, {"reload_interval_seconds", 1.5}}}},
+            "tls.reload_interval_seconds"},
+           {{{"tls", {{"cert_file", "c"}, {"key_file", "k"}, {"reload_interval_seconds", 86401}}}},
+            "tls.reload_interval_seconds"},
+           {{{"tls", {{"reload_interval_seconds", 60}}}}, "needs cert_file and key_file"},
            {{{"api_keys", {{"name", "a"}}}}, "api_keys"},
            {{{"api_keys",
               {{{"name", "a"}, {"sha256", h}, {"deployments", {"*"}}},

@@ -26,6 +26,21 @@ TEST(TokenBucketTest, BurstThenRefusesWithTimeToNextToken) {
   EXPECT_FALSE(bucket.TryTake(t0 + milliseconds(500)).taken);
 }
 
+TEST(TokenBucketTest, ReconfigureKeepsEarnedTokensUpToTheNewBurst) {
+  const Clock::time_point t0{};
+  TokenBucket bucket(/*rate_per_second=*/1, /*burst=*/4, t0);
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(bucket.TryTake(t0).taken);
+  // 1.5 s at the old rate earns 1.5 tokens; the new rate applies after.
+  bucket.Reconfigure(/*rate_per_second=*/10, /*burst=*/8, t0 + milliseconds(1500));
+  EXPECT_DOUBLE_EQ(bucket.tokens(), 1.5);
+  EXPECT_TRUE(bucket.TryTake(t0 + milliseconds(1500)).taken);
+  EXPECT_FALSE(bucket.TryTake(t0 + milliseconds(1500)).taken);
+  EXPECT_TRUE(bucket.TryTake(t0 + milliseconds(1600)).taken);  // 0.5 + 0.1 s * 10/s
+  // A smaller burst caps what is there.
+  bucket.Reconfigure(10, 2, t0 + std::chrono::seconds(60));
+  EXPECT_DOUBLE_EQ(bucket.tokens(), 2);
+}
+
 TEST(TokenBucketTest, RefillStopsAtBurst) {
   const Clock::time_point t0{};
   TokenBucket bucket(10, 2, t0);
