@@ -212,6 +212,7 @@ absl::Status Server::Init() {
   builder.AddListeningPort(config_.listen_address, *credentials, &port);
   // Larger requests end RESOURCE_EXHAUSTED in gRPC, before any handler.
   builder.SetMaxReceiveMessageSize(config_.limits.max_receive_message_bytes);
+  ApplyConnectionConfig(config_.connections, builder);
   builder.RegisterService(loopserve_service_.get());
   builder.RegisterService(admin_service_.get());
   grpc_server_ = builder.BuildAndStart();

@@ -57,6 +57,7 @@ absl::StatusOr<ServerConfig> ServerConfigFromJson(const nlohmann::json& json) {
                                   "deployments",
                                   "limits",
                                   "tls",
+                                  "connections",
                                   "api_keys"};
   for (auto it = json.begin(); it != json.end(); ++it) {
     bool known = false;
@@ -97,6 +98,11 @@ absl::StatusOr<ServerConfig> ServerConfigFromJson(const nlohmann::json& json) {
     absl::StatusOr<TlsConfig> tls = TlsConfigFromJson(json.at("tls"));
     if (!tls.ok()) return tls.status();
     c.tls = *tls;
+  }
+  if (json.contains("connections")) {
+    absl::StatusOr<ConnectionConfig> connections = ConnectionConfigFromJson(json.at("connections"));
+    if (!connections.ok()) return connections.status();
+    c.connections = *connections;
   }
   if (json.contains("api_keys")) {
     const nlohmann::json& keys = json.at("api_keys");
@@ -140,6 +146,7 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.max_queued_requests < 1) return FieldError("max_queued_requests", "must be >= 1");
   if (!(c.drain_grace_seconds >= 0)) return FieldError("drain_grace_seconds", "must be >= 0");
   if (absl::Status s = ValidateRequestLimits(c.limits); !s.ok()) return s;
+  if (absl::Status s = ValidateConnectionConfig(c.connections); !s.ok()) return s;
   if (absl::Status s = ValidateApiKeys(c.api_keys); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("server config: ", s.message()));
   }

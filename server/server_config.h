@@ -15,6 +15,7 @@
 #include "engine/model_config.h"
 #include "nlohmann/json.hpp"
 #include "server/api_keys.h"
+#include "server/connection_config.h"
 #include "server/request_limits.h"
 #include "server/tls_config.h"
 
@@ -37,6 +38,7 @@ struct ServerConfig {
   std::vector<nlohmann::json> deployments;
   RequestLimits limits;  // server-wide caps on one request
   TlsConfig tls;         // off = plaintext (local use)
+  ConnectionConfig connections;  // keepalive, maximum connection age
   // Empty = no authentication (every call is admitted; a warning at start
   // when the listen address is not loopback).
   std::vector<ApiKeyConfig> api_keys;

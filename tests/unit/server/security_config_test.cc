@@ -54,6 +54,24 @@ TEST(SecurityConfigTest, DefaultsAreOpenPlaintextWithEngineCaps) {
   EXPECT_EQ(c->metrics_address, "127.0.0.1:9464");  // metrics stay on loopback by default
 }
 
+TEST(SecurityConfigTest, ConnectionsBlockParsesWithKeepaliveOnByDefault) {
+  absl::StatusOr<ServerConfig> c = ServerConfigFromJson(nlohmann::json::object());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->connections.keepalive_time_seconds, 60);
+  EXPECT_EQ(c->connections.keepalive_timeout_seconds, 20);
+  EXPECT_EQ(c->connections.max_connection_age_seconds, 0);
+  c = ServerConfigFromJson({{"connections",
+                             {{"keepalive_time_seconds", 30},
+                              {"keepalive_timeout_seconds", 5},
+                              {"max_connection_age_seconds", 600},
+                              {"max_connection_age_grace_seconds", 120}}}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->connections.keepalive_time_seconds, 30);
+  EXPECT_EQ(c->connections.keepalive_timeout_seconds, 5);
+  EXPECT_EQ(c->connections.max_connection_age_seconds, 600);
+  EXPECT_EQ(c->connections.max_connection_age_grace_seconds, 120);
+}
+
 TEST(SecurityConfigTest, BadBlocksNameTheField) {
   struct Bad {
     nlohmann::json json;
@@ -72,6 +90,16 @@ TEST(SecurityConfigTest, BadBlocksNameTheField) {
            {{{"tls", {{"cert_file", "c"}, {"key_file", "k"}, {"reload_interval_seconds", 86401}}}},
             "tls.reload_interval_seconds"},
            {{{"tls", {{"reload_interval_seconds", 60}}}}, "needs cert_file and key_file"},
+           {{{"connections", {{"keepalive_time_seconds", 5}}}},
+            "connections.keepalive_time_seconds`: must be >= 10"},
+           {{{"connections", {{"keepalive_timeout_seconds", 0}}}},
+            "connections.keepalive_timeout_seconds"},
+           {{{"connections", {{"max_connection_age_seconds", -1}}}},
+            "connections.max_connection_age_seconds"},
+           {{{"connections", {{"max_connection_age_seconds", 2.5}}}},
+            "connections.max_connection_age_seconds"},
+           {{{"connections", {{"max_age", 60}}}}, "connections.max_age`: unknown field"},
+           {{{"connections", 60}}, "`connections`: expected an object"},
            {{{"api_keys", {{"name", "a"}}}}, "api_keys"},
            {{{"api_keys",
               {{{"name", "a"}, {"sha256", h}, {"deployments", {"*"}}},
