@@ -7,6 +7,12 @@
 # compile jobs (default 2). asan also runs the golden, tokenizer-parity and
 # fuzz-corpus replay tests; tsan runs the suites labelled unit and
 # integration, where the threads are (engine loop, scheduler, gRPC).
+# Do not edit sources while it builds: an object compiled from a header as it
+# was when its compile began can end up newer than the edited header, so
+# ninja keeps it, and objects of two layouts get linked (ASan then reports a
+# stack-buffer-overflow in whatever struct changed). After such an edit,
+# `touch` the edited files and run again. (Nor edit this script while it
+# runs: bash reads it as it goes.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset="${1:-}"
