@@ -1,5 +1,6 @@
 #include "server/connection_config.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 
@@ -33,12 +34,12 @@ absl::StatusOr<ConnectionConfig> ConnectionConfigFromJson(const nlohmann::json& 
                                                                 : nullptr;
     if (out == nullptr) return ConnectionError(it.key(), "unknown field");
     const nlohmann::json& v = it.value();
-    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxSeconds) {
-      return ConnectionError(it.key(),
-                             absl::StrCat("expected a whole number of seconds in [0, ", kMaxSeconds,
-                                          "]"));
+    // The type here, the range once in ValidateConnectionConfig (which
+    // ValidateServerConfig also runs); beyond int is out of range anyway.
+    if (!v.is_number_integer()) {
+      return ConnectionError(it.key(), "expected a whole number of seconds");
     }
-    *out = v.get<int>();
+    *out = static_cast<int>(std::clamp<int64_t>(v.get<int64_t>(), -1, kMaxSeconds + 1));
   }
   if (absl::Status s = ValidateConnectionConfig(c); !s.ok()) return s;
   return c;

@@ -1,10 +1,12 @@
 // How the server manages client connections (HTTP/2 under gRPC): the
 // config's `connections` block.
-// - Keepalive: the server pings a connection that has been quiet for
-//   `keepalive_time_seconds` and closes it when no answer comes within
-//   `keepalive_timeout_seconds`, so a client that vanished without closing
-//   (crashed host, network partition) has its calls cancelled and its KV
-//   freed within about a minute and a half, not gRPC's default two hours.
+// - Keepalive: while a call is open, the server pings a connection that has
+//   been quiet for `keepalive_time_seconds` and closes it when no answer
+//   comes within `keepalive_timeout_seconds`, so a client that vanished
+//   without closing (crashed host, network partition) has its calls
+//   cancelled and their KV freed within about a minute and a half, not
+//   gRPC's default two hours. (A connection with no call open is not
+//   pinged; it holds nothing but its socket.)
 // - Maximum age: a connection older than `max_connection_age_seconds` gets
 //   a GOAWAY; calls on it may finish within `max_connection_age_grace_
 //   seconds`, then it closes. Clients reconnect and re-resolve, so a

@@ -131,25 +131,6 @@ int NewApiKey() {
   return 0;
 }
 
-// SIGHUP: the whole file must still parse and validate (a typo anywhere
-// refuses the reload, as it would refuse a restart); only its keys apply.
-void ReloadApiKeys(loopserve::Server& server) {
-  const std::string path = absl::GetFlag(FLAGS_config);
-  loopserve::LogInfo("SIGHUP received; reloading API keys", {{"config", path}});
-  if (path.empty()) {
-    loopserve::LogWarning("SIGHUP: the server was started without --config; nothing to reload");
-    return;
-  }
-  absl::StatusOr<loopserve::ServerConfig> config = loopserve::LoadServerConfig(path);
-  if (!config.ok()) {
-    loopserve::LogError("config reload refused; the running API keys stay",
-                        {{"error", std::string(config.status().message())}});
-    server.RecordFailedReload();
-    return;
-  }
-  (void)server.ReloadApiKeys(config->api_keys);  // logs and counts its own outcome
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -190,7 +171,8 @@ int main(int argc, char** argv) {
 
   int signal_number = 0;
   while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
-    ReloadApiKeys(**server);
+    // Logs and counts its own outcome; a refused reload keeps the old keys.
+    (void)(*server)->ReloadApiKeys(absl::GetFlag(FLAGS_config));
   }
   loopserve::LogInfo("signal received; shutting down",
                      {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});

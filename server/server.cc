@@ -243,8 +243,17 @@ absl::Status Server::Init() {
   return absl::OkStatus();
 }
 
-absl::Status Server::ReloadApiKeys(const std::vector<ApiKeyConfig>& keys) {
-  absl::StatusOr<AccessControl::ReloadSummary> summary = access_->ReplaceKeys(keys);
+absl::Status Server::ReloadApiKeys(const std::string& config_path) {
+  LogInfo("reloading API keys", {{"config", config_path}});
+  absl::StatusOr<AccessControl::ReloadSummary> summary;
+  if (config_path.empty()) {
+    summary = absl::FailedPreconditionError(
+        "the server was started without --config; there is no file to reload");
+  } else if (absl::StatusOr<ServerConfig> config = LoadServerConfig(config_path); !config.ok()) {
+    summary = config.status();
+  } else {
+    summary = access_->ReplaceKeys(config->api_keys);
+  }
   if (metrics_ != nullptr) metrics_->RecordConfigReload(summary.ok());
   if (!summary.ok()) {
     LogError("config reload refused; the running API keys stay",
@@ -257,10 +266,6 @@ absl::Status Server::ReloadApiKeys(const std::vector<ApiKeyConfig>& keys) {
            {"changed", summary->changed},
            {"unchanged", summary->unchanged}});
   return absl::OkStatus();
-}
-
-void Server::RecordFailedReload() {
-  if (metrics_ != nullptr) metrics_->RecordConfigReload(false);
 }
 
 std::string Server::metrics_address() const {

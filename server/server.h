@@ -43,14 +43,12 @@ class Server {
   // Drain with the configured grace, then stops gRPC. Idempotent.
   void Shutdown();
 
-  // Applies the `api_keys` of a freshly loaded config (SIGHUP) without a
-  // restart: AccessControl::ReplaceKeys, logged by key name and counted in
-  // loopserve_config_reloads_total. On error the running keys stay.
-  // Thread-safe.
-  absl::Status ReloadApiKeys(const std::vector<ApiKeyConfig>& keys);
-  // A reload that failed before reaching the keys (the file did not parse):
-  // counted like a refused one.
-  void RecordFailedReload();
+  // SIGHUP: rereads the config file at `config_path` and applies its
+  // `api_keys` without a restart (AccessControl::ReplaceKeys). The whole
+  // file must still parse and validate, as at start-up; otherwise, or when
+  // the keys are refused, the running keys stay. Logged by key name and
+  // counted in loopserve_config_reloads_total. Thread-safe.
+  absl::Status ReloadApiKeys(const std::string& config_path);
 
  private:
   explicit Server(ServerConfig config) : config_(std::move(config)) {}

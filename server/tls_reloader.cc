@@ -34,8 +34,8 @@ std::string ReadWhole(const std::string& path) {
   return ss.str();
 }
 
-// A digest of the configured files' bytes: notices a change without
-// parsing, and keeps no second copy of the private key around.
+// A digest of the configured files' bytes: enough to notice a change
+// without parsing them every poll.
 std::string Fingerprint(const TlsConfig& tls) {
   std::string all = ReadWhole(tls.cert_file);
   all.push_back('\0');
@@ -131,15 +131,17 @@ absl::Status TlsReloader::Install(const TlsFiles& files) {
                                    {"ca.pem", &files.client_ca}}) {
     if (absl::Status s = WriteFile(absl::StrCat(version_dir, "/", file), *data); !s.ok()) return s;
   }
-  // One rename swaps key, certificate and CA together: gRPC's provider
-  // never reads a key from one set and a certificate from another.
+  // One rename swaps key, certificate and CA together, so the path gRPC's
+  // provider reads names one complete set at any moment (its reader also
+  // retries when the files' timestamps change between its reads).
   const std::string link = absl::StrCat(dir_, "/current");
   const std::string staged = absl::StrCat(link, ".tmp");
   unlink(staged.c_str());
   if (symlink(name.c_str(), staged.c_str()) != 0) return ErrnoError("cannot link", staged);
   if (rename(staged.c_str(), link.c_str()) != 0) return ErrnoError("cannot rename", staged);
   if (version_ > 2) {
-    // gRPC has read the previous set by now; the one before it can go.
+    // gRPC rereads every second and polls here are at least a second apart,
+    // so it has moved past the set before the previous one: that can go.
     std::error_code ignored;
     std::filesystem::remove_all(absl::StrCat(dir_, "/v", version_ - 2), ignored);
   }
